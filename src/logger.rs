@@ -1,0 +1,44 @@
+//! A minimal stderr logger for the `log` facade (no env_logger: size).
+//! Verbosity follows klog's `-v`: 0-2 info, 3-5 debug, 6+ trace.
+
+use log::{Level, LevelFilter, Log, Metadata, Record};
+use std::io::Write;
+
+struct Stderr;
+
+impl Log for Stderr {
+    fn enabled(&self, m: &Metadata) -> bool {
+        m.level() <= log::max_level()
+    }
+    fn log(&self, r: &Record) {
+        if !self.enabled(r.metadata()) {
+            return;
+        }
+        let ts = jiff::Timestamp::now();
+        let lvl = match r.level() {
+            Level::Error => 'E',
+            Level::Warn => 'W',
+            Level::Info => 'I',
+            Level::Debug => 'D',
+            Level::Trace => 'T',
+        };
+        let mut e = std::io::stderr().lock();
+        let _ = writeln!(e, "{lvl} {ts:.6} {}] {}", r.target(), r.args());
+    }
+    fn flush(&self) {}
+}
+
+pub fn level_for(verbosity: u8) -> LevelFilter {
+    match verbosity {
+        0..=2 => LevelFilter::Info,
+        3..=5 => LevelFilter::Debug,
+        _ => LevelFilter::Trace,
+    }
+}
+
+pub fn init(verbosity: u8) {
+    static LOGGER: Stderr = Stderr;
+    if log::set_logger(&LOGGER).is_ok() {
+        log::set_max_level(level_for(verbosity));
+    }
+}

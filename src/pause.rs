@@ -1,0 +1,1 @@
+//! `picolet pause`: the pod's infra process.

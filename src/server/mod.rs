@@ -1,0 +1,2 @@
+//! The local HTTP API: /healthz, and on the read-only port /pods, /spec,
+//! /runningpods.

@@ -1,0 +1,1 @@
+//! Machine info and usage figures from /proc and cgroupfs.

@@ -1,0 +1,2 @@
+//! Pod status: phase, conditions and container statuses computed from the
+//! spec and what the runtime reports (pure), and the status manager.

@@ -1,0 +1,1 @@
+//! Volumes that need no API server: emptyDir, hostPath, downwardAPI.
