@@ -407,3 +407,22 @@ pub trait Runtime {
     ) -> Result<ExecSyncResponse, RuntimeError>;
     async fn container_stats(&self, id: &str) -> Result<ContainerStats, RuntimeError>;
 }
+
+/// Labels and annotations picolet puts on sandboxes and containers (the
+/// upstream kubelet's keys), so a restarted picolet can map what runs back
+/// to pods, and so tools that read them work unchanged.
+pub mod keys {
+    pub const POD_NAME: &str = "io.kubernetes.pod.name";
+    pub const POD_NAMESPACE: &str = "io.kubernetes.pod.namespace";
+    pub const POD_UID: &str = "io.kubernetes.pod.uid";
+    pub const CONTAINER_NAME: &str = "io.kubernetes.container.name";
+    /// Annotation: hash of the container spec; a change means recreate.
+    pub const CONTAINER_HASH: &str = "io.kubernetes.container.hash";
+    pub const CONTAINER_RESTART_COUNT: &str = "io.kubernetes.container.restartCount";
+    pub const TERMINATION_MESSAGE_PATH: &str = "io.kubernetes.container.terminationMessagePath";
+    pub const TERMINATION_MESSAGE_POLICY: &str =
+        "io.kubernetes.container.terminationMessagePolicy";
+    pub const POD_TERMINATION_GRACE_PERIOD: &str = "io.kubernetes.pod.terminationGracePeriod";
+    /// Annotation: "init", "sidecar" (init with restartPolicy Always) or "regular".
+    pub const CONTAINER_TYPE: &str = "io.picolet.container.type";
+}
