@@ -1,1 +1,3 @@
 //! Machine info and usage figures from /proc and cgroupfs.
+
+pub mod machine;
