@@ -6,6 +6,8 @@
 //! a trimmed CRI v1: what the kubelet side (sync, pod workers) hands to the
 //! runtime, and what the runtime reports back.
 
+pub mod proto;
+pub mod ttrpc;
 pub mod types;
 
 pub use types::*;
