@@ -6,7 +6,9 @@
 //! a trimmed CRI v1: what the kubelet side (sync, pod workers) hands to the
 //! runtime, and what the runtime reports back.
 
+pub mod events;
 pub mod proto;
+pub mod shim;
 pub mod ttrpc;
 pub mod types;
 
