@@ -7,6 +7,8 @@
 //! runtime, and what the runtime reports back.
 
 pub mod events;
+pub mod exec;
+pub mod logs;
 pub mod proto;
 pub mod shim;
 pub mod ttrpc;
