@@ -54,10 +54,9 @@ pub fn container_process(bundle: &Bundle) -> Result<Value> {
     let text = std::fs::read(&path).with_context(|| format!("read {}", path.display()))?;
     let mut spec: Value =
         serde_json::from_slice(&text).with_context(|| format!("parse {}", path.display()))?;
-    Ok(spec
-        .get_mut("process")
+    spec.get_mut("process")
         .map(Value::take)
-        .with_context(|| format!("{}: no process", path.display()))?)
+        .with_context(|| format!("{}: no process", path.display()))
 }
 
 thread_local! {

@@ -640,7 +640,7 @@ mod tests {
         });
         let lines: Vec<String> = read_log()
             .lines()
-            .map(|l| l.splitn(2, ' ').nth(1).unwrap().to_string())
+            .map(|l| l.split_once(' ').unwrap().1.to_string())
             .collect();
         assert_eq!(lines, vec!["stdout F a", "stdout F bc", "stdout P tail"]);
         let _ = std::fs::remove_dir_all(&dir);
