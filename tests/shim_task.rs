@@ -32,7 +32,9 @@ fn lifecycle_leaves_nothing_behind() {
         let rootfs = env.overlay_rootfs(&b);
         let _drain = b.drain_log().unwrap();
         let shims = Shims::new(env.cfg.clone());
+        let t0 = Instant::now();
         let shim = shims.start(&b).await.unwrap();
+        let t_start = t0.elapsed();
         assert_eq!(b.read_address().unwrap().as_ref(), Some(shim.address()));
         assert_eq!(env.shim_pids().len(), 1);
 
@@ -48,7 +50,9 @@ fn lifecycle_leaves_nothing_behind() {
         req.rootfs = vec![rootfs];
         req.stdout = b.stdout_fifo().to_string_lossy().into_owned();
         req.stderr = b.stderr_fifo().to_string_lossy().into_owned();
+        let t0 = Instant::now();
         let pid = shim.create(&req).await.unwrap();
+        let t_create = t0.elapsed();
         assert!(pid > 0);
         let copy = logs.start();
         assert!(b.rootfs_mounted().unwrap());
@@ -63,7 +67,12 @@ fn lifecycle_leaves_nothing_behind() {
             "second Create must not unmount"
         );
 
+        let t0 = Instant::now();
         assert_eq!(shim.start(&b.id, None).await.unwrap(), pid);
+        eprintln!(
+            "shim start {t_start:?}, Create {t_create:?}, Start {:?}",
+            t0.elapsed()
+        );
         assert_eq!(
             shim.state(&b.id, None).await.unwrap().status,
             TaskStatus::Running
@@ -273,6 +282,18 @@ fn stats_match_cgroupfs() {
             read_u64(env.cgroup("pids", &b.id).join("pids.current"))
         );
         assert!(s.memory_working_set_bytes <= s.memory_usage_bytes);
+
+        // Update applies OCI linux.resources live.
+        let res = serde_json::json!({"memory": {"limit": 128u64 << 20}, "cpu": {"quota": 50000, "period": 100000}});
+        shim.update(&b.id, &res).await.unwrap();
+        assert_eq!(
+            read_u64(env.cgroup("memory", &b.id).join("memory.limit_in_bytes")),
+            128 << 20
+        );
+        assert_eq!(
+            read_u64(env.cgroup("cpu", &b.id).join("cpu.cfs_quota_us")),
+            50000
+        );
 
         shim.kill(&b.id, None, 9, true).await.unwrap();
         shim.wait(&b.id, None).await.unwrap();

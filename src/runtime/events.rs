@@ -362,4 +362,52 @@ mod tests {
         );
         assert!(decode_forward(b"\x0a\x03xyz").is_err());
     }
+
+    #[test]
+    fn bind_replaces_a_stale_socket_and_refuses_a_live_one() {
+        let dir = std::env::temp_dir().join(format!("picolet-events-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let path = dir.join("run/events.sock");
+        let live = bind_socket(&path).unwrap();
+        let e = bind_socket(&path).unwrap_err();
+        assert!(e.to_string().contains("served by another process"), "{e:#}");
+        drop(live); // the file stays, nobody listens: stale
+        assert!(path.exists());
+        let _again = bind_socket(&path).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn server_delivers_forwarded_events() {
+        crate::rt::block_on(async {
+            let dir =
+                std::env::temp_dir().join(format!("picolet-events-srv-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            let path = dir.join("events.sock");
+            let (_srv, rx) = EventServer::start(&path).unwrap();
+            let c = crate::runtime::ttrpc::Client::new(&path, vec![]);
+            let mut e = pb::task::TaskStart::new();
+            e.container_id = "c9".into();
+            e.pid = 9;
+            let payload = forward("containerd.events.TaskStart", &e, "/tasks/start");
+            let out = c
+                .call_raw(EVENTS_SERVICE, "Forward", payload, None)
+                .await
+                .unwrap();
+            assert!(out.is_empty());
+            let ev = rx.recv().await.unwrap();
+            assert_eq!(
+                ev.event,
+                TaskEvent::Start {
+                    container_id: "c9".into(),
+                    pid: 9
+                }
+            );
+            let bad = c
+                .call_raw(EVENTS_SERVICE, "Forward", b"\x0a\x03xyz".to_vec(), None)
+                .await;
+            assert_eq!(bad.unwrap_err().code(), Code::InvalidArgument);
+            let _ = std::fs::remove_dir_all(&dir);
+        });
+    }
 }
