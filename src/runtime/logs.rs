@@ -647,6 +647,37 @@ mod tests {
     }
 
     #[test]
+    fn finish_flushes_a_tail_whose_writer_closed_before_reattach() {
+        use std::io::Write as _;
+        let dir = std::env::temp_dir().join(format!("picolet-logfin-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let fifo = dir.join("stdout");
+        let log = dir.join("0.log");
+        let policy = LogPolicy {
+            max_size: 0,
+            max_files: 0,
+            max_line: MAX_LINE,
+        };
+        let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
+        crate::rt::block_on(async {
+            super::super::shim::mkfifo(&fifo).unwrap();
+            let _keep = open_fifo_reader(&fifo).unwrap(); // the shim's read end
+            let mut w = OpenOptions::new().write(true).open(&fifo).unwrap();
+            w.write_all(b"x\ntail").unwrap();
+            drop(w); // the process exited while picolet was down
+            let copy = ContainerLog::open(Some(&fifo), None, &log, policy)
+                .unwrap()
+                .start();
+            Timer::after(Duration::from_millis(100)).await;
+            assert!(read_log().ends_with(" stdout F x\n"), "{}", read_log());
+            copy.finish().await;
+        });
+        assert!(read_log().ends_with(" stdout P tail\n"), "{}", read_log());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn file_rotates_by_size() {
         let dir = std::env::temp_dir().join(format!("picolet-logs-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
