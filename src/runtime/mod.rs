@@ -6,6 +6,12 @@
 //! a trimmed CRI v1: what the kubelet side (sync, pod workers) hands to the
 //! runtime, and what the runtime reports back.
 
+pub mod events;
+pub mod exec;
+pub mod logs;
+pub mod proto;
+pub mod shim;
+pub mod ttrpc;
 pub mod types;
 
 pub use types::*;
