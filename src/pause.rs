@@ -127,16 +127,25 @@ impl PauseBinary {
     /// Describes the running executable (`picolet run` execs the same binary
     /// as pause, so its loaded libraries are exactly the ones pause needs).
     pub fn current() -> Result<PauseBinary> {
-        let exe = std::fs::read_link("/proc/self/exe").context("read /proc/self/exe")?;
+        PauseBinary::of_process(std::process::id())
+    }
+
+    /// Describes the executable of a running process, from
+    /// `/proc/<pid>/exe` and the libraries mapped in `/proc/<pid>/maps`.
+    pub fn of_process(pid: u32) -> Result<PauseBinary> {
+        let proc_exe = PathBuf::from(format!("/proc/{pid}/exe"));
+        let exe = std::fs::read_link(&proc_exe)
+            .with_context(|| format!("read {}", proc_exe.display()))?;
         // A binary replaced on disk (upgrade) shows as "... (deleted)"; the
-        // magic link of this process still reaches the old file.
+        // magic link of the process still reaches the old file.
         let path = if exe.to_string_lossy().ends_with(" (deleted)") {
-            PathBuf::from(format!("/proc/{}/exe", std::process::id()))
+            proc_exe.clone()
         } else {
             exe.clone()
         };
-        let file = File::open("/proc/self/exe").context("open /proc/self/exe")?;
-        let interp = elf_interp(&file).context("read the ELF program headers of /proc/self/exe")?;
+        let file = File::open(&proc_exe).with_context(|| format!("open {}", proc_exe.display()))?;
+        let interp = elf_interp(&file)
+            .with_context(|| format!("read the ELF program headers of {}", exe.display()))?;
         let Some(interp) = interp else {
             return Ok(PauseBinary {
                 path,
@@ -144,7 +153,9 @@ impl PauseBinary {
                 library_path: None,
             });
         };
-        let maps = std::fs::read_to_string("/proc/self/maps").context("read /proc/self/maps")?;
+        let maps_path = format!("/proc/{pid}/maps");
+        let maps =
+            std::fs::read_to_string(&maps_path).with_context(|| format!("read {maps_path}"))?;
         let dirs = library_dirs(&maps, &exe);
         let real_interp = std::fs::canonicalize(&interp)
             .with_context(|| format!("resolve the ELF interpreter {}", interp.display()))?;
