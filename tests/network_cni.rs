@@ -284,7 +284,7 @@ fn failing_plugin_is_a_clear_error_and_leaves_nothing() {
     let t = TestNet::with_plugins(
         4,
         &[serde_json::json!({"type": "picolet-test-fail"})],
-        &[bin.clone()],
+        std::slice::from_ref(&bin),
     );
     // Fails ADD with a CNI error object and a line on stderr; DEL succeeds.
     let script = "#!/bin/sh\n\
