@@ -379,3 +379,55 @@ fn no_config_is_network_not_ready() {
         ));
     });
 }
+
+/// Processes whose command line is exactly `args`.
+fn processes_running(args: &[&str]) -> Vec<u32> {
+    let want: Vec<u8> = args
+        .iter()
+        .flat_map(|a| [a.as_bytes(), b"\0"].concat())
+        .collect();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|p| std::fs::read(format!("/proc/{p}/cmdline")).is_ok_and(|c| c == want))
+        .collect()
+}
+
+#[test]
+fn hanging_plugin_is_killed_at_the_deadline_and_leaves_nothing() {
+    let bin = PathBuf::from("/var/tmp/picolet-test/net-8/bin");
+    let t = TestNet::with_plugins(
+        8,
+        &[serde_json::json!({"type": "picolet-test-hang"})],
+        std::slice::from_ref(&bin),
+    );
+    // Hangs on ADD (as the process itself, so killing it ends it); DEL is fine.
+    let plugin = bin.join("picolet-test-hang");
+    std::fs::write(
+        &plugin,
+        "#!/bin/sh\ncat >/dev/null\n[ \"$CNI_COMMAND\" = ADD ] && exec busybox sleep 38\nexit 0\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&plugin, PermissionsExt::from_mode(0o755)).unwrap();
+    let mut cfg = t.cfg.clone();
+    cfg.kubelet.runtime_request_timeout = Duration::from_secs(2);
+    let nets = picolet::network::PodNetworks::new(&cfg);
+    let req = t.request("net8-a", Some(t.host_port()));
+    block_on(async {
+        let t0 = std::time::Instant::now();
+        let e = nets.setup(&req).await.expect_err("must time out");
+        let took = t0.elapsed();
+        assert!(
+            matches!(&e, CniError::Timeout { plugin, command, .. } if plugin == "picolet-test-hang" && command == "ADD"),
+            "{e}"
+        );
+        assert!(e.to_string().contains("2s"), "{e}");
+        assert!(took < Duration::from_secs(8), "{took:?}");
+        assert!(
+            processes_running(&["busybox", "sleep", "38"]).is_empty(),
+            "plugin not killed"
+        );
+        assert_nothing_left(&t, "net8-a");
+    });
+}

@@ -71,6 +71,8 @@ fn create_is_idempotent_brings_lo_up_and_remove_cleans() {
         let ino = |x: &Path| std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(x).unwrap());
         assert_ne!(ino(&p), ino(&q));
 
+        assert_eq!(netns::list(&dir.0).unwrap(), ["net6-a", "net6-b"]);
+
         // A file left unmounted (crash between touch and mount) is reused.
         netns::remove(&q).unwrap();
         std::fs::write(&q, b"").unwrap();
@@ -87,6 +89,7 @@ fn create_is_idempotent_brings_lo_up_and_remove_cleans() {
             assert_eq!(mounts_at(x), 0);
             netns::remove(x).expect("remove twice");
         }
+        assert!(netns::list(&dir.0).unwrap().is_empty());
         assert!(netns::create(&dir.0, "../evil").await.is_err());
         assert!(
             netns::run_in(&p, || ()).await.is_err(),

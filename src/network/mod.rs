@@ -80,8 +80,8 @@ impl PodNetworks {
         match self.cni.setup(req).await {
             Ok(r) => Ok(r),
             Err(e) => {
-                if !matches!(e, CniError::Busy(_)) && self.cni.cached_result(&req.pod_id)?.is_none()
-                {
+                let unused = matches!(self.cni.cached_result(&req.pod_id), Ok(None));
+                if unused && !matches!(e, CniError::Busy(_)) {
                     if let Err(r) = netns::remove(&req.netns) {
                         log::warn!("pod {}: {r:#}", req.pod_id);
                     }

@@ -82,6 +82,23 @@ fn loopback_up() -> Result<()> {
     Ok(())
 }
 
+/// Pod ids with a netns file in `netns_dir` (mounted or not), for
+/// recovery: any without a sandbox is half-made and needs a teardown.
+pub fn list(netns_dir: &Path) -> Result<Vec<String>> {
+    let rd = match fs::read_dir(netns_dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e).with_context(|| format!("read {}", netns_dir.display())),
+    };
+    let mut ids: Vec<String> = rd
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| super::validate_pod_id(n).is_ok())
+        .collect();
+    ids.sort();
+    Ok(ids)
+}
+
 /// Unmounts and deletes a pod's netns file. Idempotent (a missing or
 /// unmounted file is fine); stacked mounts are all removed.
 pub fn remove(path: &Path) -> Result<()> {
