@@ -8,11 +8,12 @@ use picolet::network::netns;
 use picolet::rt::block_on;
 use std::path::{Path, PathBuf};
 
+/// The test's run dir; its netns mounts and the dir go on drop.
 struct Dir(PathBuf);
 
 impl Drop for Dir {
     fn drop(&mut self) {
-        if let Ok(rd) = std::fs::read_dir(&self.0) {
+        if let Ok(rd) = std::fs::read_dir(self.0.join("netns")) {
             for e in rd.flatten() {
                 let _ = netns::remove(&e.path());
             }
@@ -36,16 +37,17 @@ fn own_netns() -> PathBuf {
 #[test]
 fn create_is_idempotent_brings_lo_up_and_remove_cleans() {
     require_prereqs();
-    let dir = Dir(PathBuf::from("/run/picolet-test/net-6/netns"));
-    let _ = std::fs::remove_dir_all(&dir.0);
+    let run = Dir(PathBuf::from("/run/picolet-test/net-6"));
+    let _ = std::fs::remove_dir_all(&run.0);
+    let dir = run.0.join("netns");
     let before = own_netns();
     block_on(async {
-        let p = netns::create(&dir.0, "net6-a").await.expect("create");
-        assert_eq!(p, dir.0.join("net6-a"));
+        let p = netns::create(&dir, "net6-a").await.expect("create");
+        assert_eq!(p, dir.join("net6-a"));
         assert!(netns::is_mounted(&p).unwrap());
         assert_eq!(mounts_at(&p), 1);
         // Again: the existing mount is reused, not stacked.
-        let p2 = netns::create(&dir.0, "net6-a").await.expect("create again");
+        let p2 = netns::create(&dir, "net6-a").await.expect("create again");
         assert_eq!(p2, p);
         assert_eq!(mounts_at(&p), 1);
         // The calling thread never changed namespace.
@@ -67,17 +69,17 @@ fn create_is_idempotent_brings_lo_up_and_remove_cleans() {
         assert_eq!(inode, format!("net:[{}]", stat_ino.unwrap()));
 
         // A second pod gets its own namespace.
-        let q = netns::create(&dir.0, "net6-b").await.expect("create b");
+        let q = netns::create(&dir, "net6-b").await.expect("create b");
         let ino = |x: &Path| std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(x).unwrap());
         assert_ne!(ino(&p), ino(&q));
 
-        assert_eq!(netns::list(&dir.0).unwrap(), ["net6-a", "net6-b"]);
+        assert_eq!(netns::list(&dir).unwrap(), ["net6-a", "net6-b"]);
 
         // A file left unmounted (crash between touch and mount) is reused.
         netns::remove(&q).unwrap();
         std::fs::write(&q, b"").unwrap();
         assert!(!netns::is_mounted(&q).unwrap());
-        netns::create(&dir.0, "net6-b")
+        netns::create(&dir, "net6-b")
             .await
             .expect("create over stale file");
         assert!(netns::is_mounted(&q).unwrap());
@@ -89,8 +91,8 @@ fn create_is_idempotent_brings_lo_up_and_remove_cleans() {
             assert_eq!(mounts_at(x), 0);
             netns::remove(x).expect("remove twice");
         }
-        assert!(netns::list(&dir.0).unwrap().is_empty());
-        assert!(netns::create(&dir.0, "../evil").await.is_err());
+        assert!(netns::list(&dir).unwrap().is_empty());
+        assert!(netns::create(&dir, "../evil").await.is_err());
         assert!(
             netns::run_in(&p, || ()).await.is_err(),
             "run_in on a removed netns"

@@ -174,7 +174,17 @@ struct Root(PathBuf);
 
 impl Drop for Root {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        // Never recurse into a bind mount of host library dirs: only remove
+        // the tree when nothing is mounted below it in this namespace.
+        let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let prefix = self.0.to_string_lossy().into_owned();
+        let mounted = info
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4))
+            .any(|m| m.starts_with(&prefix));
+        if !mounted {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
     }
 }
 
@@ -208,13 +218,14 @@ fn pause_runs_in_an_empty_rootfs_with_the_listed_mounts() {
         assert!(info.library_path.is_some());
     }
 
-    let root = Root(PathBuf::from("/var/tmp/picolet-test/net-7/rootfs"));
-    let _ = std::fs::remove_dir_all(&root.0);
-    std::fs::create_dir_all(&root.0).unwrap();
+    let base = Root(PathBuf::from("/var/tmp/picolet-test/net-7"));
+    let _ = std::fs::remove_dir_all(&base.0);
+    let root = base.0.join("rootfs");
+    std::fs::create_dir_all(&root).unwrap();
     // Apply the mounts the way runc would (read-only binds into the empty
     // root), then chroot: nothing else of the host is visible.
     let mut script = String::from("set -e\n");
-    let r = root.0.display();
+    let r = root.display();
     let mut binds = vec![(info.path.clone(), PathBuf::from(PAUSE_PATH))];
     binds.extend(
         info.binds
@@ -237,6 +248,8 @@ fn pause_runs_in_an_empty_rootfs_with_the_listed_mounts() {
     );
     let mut sb = Sandbox::start(Command::new("unshare").args([
         "--mount",
+        "--propagation",
+        "private",
         "--pid",
         "--net",
         "--fork",
