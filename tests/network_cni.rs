@@ -215,6 +215,28 @@ fn teardown_works_without_cache_and_without_netns() {
             t.bridge_ports()
         );
 
+        // Setup again after the netns was lost but the cache kept: the stale
+        // attachment is deleted and a fresh one made in the new namespace.
+        let d = t.request("net2-d", None);
+        t.nets.setup(&d).await.expect("setup d");
+        netns::remove(&d.netns).unwrap();
+        let again = t.nets.setup(&d).await.expect("setup d again");
+        let ip = again.pod_ip().unwrap();
+        let addrs = stdout_of(
+            "nsenter",
+            &[
+                &format!("--net={}", d.netns.display()),
+                "ip",
+                "-4",
+                "-o",
+                "addr",
+            ],
+        );
+        assert!(addrs.contains(&format!("inet {ip}/24")), "{addrs}");
+        assert_eq!(t.leases(), vec![ip.to_string()]);
+        t.nets.teardown(&d).await.expect("teardown d");
+        assert!(t.leases().is_empty(), "{:?}", t.leases());
+
         // With the cache but without the netns (netns removed first).
         let c = t.request("net2-c", None);
         t.nets.setup(&c).await.expect("setup c");

@@ -198,6 +198,9 @@ struct CacheEntry {
     kind: String,
     pod_id: String,
     netns: PathBuf,
+    /// Inode of the namespace ADD ran in: a netns re-created at the same
+    /// path is a different namespace without the attachment.
+    netns_ino: u64,
     if_name: String,
     cni_args: String,
     capability_args: Map<String, Value>,
@@ -330,7 +333,10 @@ impl Cni {
         super::validate_pod_id(&req.pod_id)?;
         let _busy = self.busy(&req.pod_id)?;
         if let Some(c) = self.read_cache(&req.pod_id)? {
-            if c.netns == req.netns && super::netns::is_mounted(&req.netns)? {
+            if c.netns == req.netns
+                && super::netns::is_mounted(&req.netns)?
+                && netns_ino(&req.netns) == Some(c.netns_ino)
+            {
                 return self.result_of(&c);
             }
             // An attachment to a namespace that is gone: undo it first, as
@@ -389,10 +395,17 @@ impl Cni {
             )
             .into());
         }
+        let ino = netns_ino(&req.netns).with_context(|| {
+            format!(
+                "network namespace {} vanished during ADD",
+                req.netns.display()
+            )
+        })?;
         let entry = CacheEntry {
             kind: CACHE_KIND.into(),
             pod_id: req.pod_id.clone(),
             netns: req.netns.clone(),
+            netns_ino: ino,
             if_name: IFNAME.into(),
             cni_args: args.to_string(),
             capability_args: caps.clone(),
@@ -550,7 +563,12 @@ impl Cni {
 
     /// DEL with everything from the cache; the cache goes on success.
     async fn del_cached(&self, c: &CacheEntry) -> Result<(), CniError> {
-        let netns = live_netns(&c.netns)?;
+        // Only the namespace ADD ran in counts: a new one at the same path
+        // holds nothing of this attachment.
+        let mut netns = live_netns(&c.netns)?;
+        if netns_ino(&c.netns) != Some(c.netns_ino) {
+            netns.clear();
+        }
         let op = self.op(&c.pod_id, netns, &c.cni_args, &c.capability_args);
         let prev = c
             .network
@@ -689,6 +707,12 @@ impl Cni {
         );
         res
     }
+}
+
+/// The inode of the namespace mounted at `p` (stable while it lives).
+fn netns_ino(p: &Path) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(p).ok().map(|m| m.ino())
 }
 
 /// The netns path to pass to plugins: empty when it is no longer a live
