@@ -100,8 +100,11 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
         Some(Cmd::Pause(_)) => {
-            eprintln!("picolet pause: not built yet");
-            return ExitCode::FAILURE;
+            if let Err(e) = picolet::pause::run() {
+                eprintln!("picolet pause: {e}");
+                return ExitCode::FAILURE;
+            }
+            return ExitCode::SUCCESS;
         }
         Some(Cmd::Run(a)) => run(a),
         Some(Cmd::Images(a)) => {
