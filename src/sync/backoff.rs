@@ -156,6 +156,15 @@ impl Backoff {
     }
 }
 
+/// The image pull back-off key (upstream image manager): per pod and image
+/// reference (with the default `:latest` tag applied by the caller). While
+/// `in_backoff_since_update(key, now)`, the container waits with
+/// ImagePullBackOff (`Back-off pulling image "<ref>"`); each failed pull
+/// calls `next(key, now, now)` and reports ErrImagePull.
+pub fn image_backoff_key(pod_uid: &str, image_ref: &str) -> String {
+    format!("{pod_uid}_{image_ref}")
+}
+
 fn longer_than_or_eq_ms(d: SignedDuration, ms: u64) -> bool {
     d >= SignedDuration::from_millis(ms as i64)
 }
@@ -180,11 +189,9 @@ mod tests {
     fn doubles_from_initial_to_max() {
         let mut b = Backoff::new(params());
         let mut delays = Vec::new();
-        let mut now = 0;
-        for _ in 0..8 {
+        for now in 0..8 {
             b.next("k", t(now), t(now));
             delays.push(b.get("k").as_secs());
-            now += 1;
         }
         assert_eq!(delays, vec![10, 20, 40, 80, 160, 300, 300, 300]);
     }
@@ -227,6 +234,10 @@ mod tests {
     #[test]
     fn image_pull_backoff_since_update() {
         let mut b = Backoff::new(params());
+        assert_eq!(
+            image_backoff_key("u1", "busybox:latest"),
+            "u1_busybox:latest"
+        );
         assert!(!b.in_backoff_since_update("img", t(0)));
         b.next("img", t(0), t(0));
         assert!(b.in_backoff_since_update("img", t(9)));

@@ -42,8 +42,8 @@ impl PodRuntimeStatus {
         mut sandboxes: Vec<PodSandboxStatus>,
         mut containers: Vec<ContainerStatus>,
     ) -> Self {
-        sandboxes.sort_by(|a, b| b.created_at.cmp(&a.created_at));
-        containers.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+        sandboxes.sort_by_key(|s| std::cmp::Reverse(s.created_at));
+        containers.sort_by_key(|c| std::cmp::Reverse(c.created_at));
         PodRuntimeStatus {
             uid: uid.into(),
             name: name.into(),
