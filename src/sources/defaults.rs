@@ -180,7 +180,7 @@ fn volume(v: &mut Volume) {
     if let Some(s) = v.projected.as_mut() {
         s.default_mode.get_or_insert(DEFAULT_VOLUME_MODE);
     }
-    if crate::sources::validation::volume_source_count(v) == 0 {
+    if crate::sources::validation::volume_sources(v).is_empty() {
         // SetDefaults_Volume: no source at all means an emptyDir.
         v.empty_dir = Some(EmptyDirVolumeSource::default());
     }

@@ -100,7 +100,6 @@ impl FileSource {
         log::info!("watching static pod path {}", self.path.display());
         let mut scanner = Some(Scanner::new(self.path.clone(), self.node_name.clone()));
         let mut watch: Option<Watch> = None;
-        let mut last_sent: Option<Vec<Pod>> = None;
         let mut next_full = Instant::now();
         loop {
             if watch.is_none() {
@@ -174,16 +173,16 @@ impl FileSource {
             })
             .await;
             scanner = Some(sc);
-            let pods = match result {
-                Ok(r) => self.publish_reports(r.reports, r.pods),
+            let r = match result {
+                Ok(r) => r,
                 Err(e) => {
                     // Upstream keeps the last state when the path cannot be read.
                     log::error!("static pod path {}: {e:#}", self.path.display());
                     continue;
                 }
             };
-            if last_sent.as_ref() != Some(&pods) {
-                last_sent = Some(pods.clone());
+            self.publish_reports(r.reports);
+            if let Some(pods) = r.pods {
                 let update = SourceUpdate {
                     source: FILE_SOURCE,
                     pods,
@@ -195,8 +194,8 @@ impl FileSource {
         }
     }
 
-    /// Logs what changed in the reports, stores them, and returns the pods.
-    fn publish_reports(&self, new: BTreeMap<PathBuf, ManifestReport>, pods: Vec<Pod>) -> Vec<Pod> {
+    /// Logs what changed in the reports and stores them.
+    fn publish_reports(&self, new: BTreeMap<PathBuf, ManifestReport>) {
         let mut old = self.reports.borrow_mut();
         for (path, report) in &new {
             if old.get(path) == Some(report) {
@@ -218,7 +217,6 @@ impl FileSource {
             }
         }
         *old = new;
-        pods
     }
 }
 
@@ -255,12 +253,14 @@ impl Fingerprint {
 struct Entry {
     fingerprint: Fingerprint,
     result: Result<DecodedPod, Vec<FieldError>>,
-    /// The last pod this file gave, kept across failed reads in event mode.
+    /// While `result` is an error: the pod the file gave before, kept
+    /// across failed reads in event mode.
     last_good: Option<Pod>,
 }
 
 struct ScanResult {
-    pods: Vec<Pod>,
+    /// The snapshot, when it may differ from the previous one.
+    pods: Option<Vec<Pod>>,
     reports: BTreeMap<PathBuf, ManifestReport>,
 }
 
@@ -270,6 +270,8 @@ struct Scanner {
     root: PathBuf,
     node_name: String,
     files: BTreeMap<PathBuf, Entry>,
+    /// Something that decides the snapshot changed since the last scan.
+    dirty: bool,
 }
 
 fn problem(reason: impl Into<String>) -> Vec<FieldError> {
@@ -285,6 +287,7 @@ impl Scanner {
             root,
             node_name,
             files: BTreeMap::new(),
+            dirty: true,
         }
     }
 
@@ -332,7 +335,7 @@ impl Scanner {
                 }
             };
             if let Some(errors) = errs {
-                self.files.remove(&path);
+                self.dirty |= self.files.remove(&path).is_some();
                 reports.insert(
                     path,
                     ManifestReport {
@@ -381,8 +384,14 @@ impl Scanner {
                 reports.insert(path, report);
             }
         }
+        let before = self.files.len();
         self.files.retain(|p, _| keep.contains(p));
-        Ok(ScanResult { pods, reports })
+        self.dirty |= self.files.len() != before;
+        let changed = std::mem::take(&mut self.dirty);
+        Ok(ScanResult {
+            pods: changed.then_some(pods),
+            reports,
+        })
     }
 
     /// Decodes the file again if it changed since last time.
@@ -390,8 +399,9 @@ impl Scanner {
         let fp = Fingerprint::of(meta);
         if let Some(e) = self.files.get_mut(path) {
             if e.fingerprint == fp {
-                if mode == Mode::Full && e.result.is_err() {
+                if mode == Mode::Full && e.result.is_err() && e.last_good.is_some() {
                     e.last_good = None;
+                    self.dirty = true;
                 }
                 return;
             }
@@ -405,10 +415,10 @@ impl Scanner {
             Err(_) => e.last_good,
         });
         let last_good = match (&result, mode) {
-            (Ok(d), _) => Some(d.pod.clone()),
             (Err(_), Mode::Event) => prev,
-            (Err(_), Mode::Full) => None,
+            _ => None,
         };
+        self.dirty = true;
         self.files.insert(
             path.to_path_buf(),
             Entry {
@@ -581,6 +591,7 @@ mod tests {
     fn names(r: &ScanResult) -> Vec<String> {
         r.pods
             .iter()
+            .flatten()
             .map(|p| p.metadata.name.clone().unwrap())
             .collect()
     }
@@ -605,11 +616,29 @@ mod tests {
             r.reports
         );
         let r = s.scan(Mode::Full).unwrap();
-        assert!(r.pods.is_empty());
+        assert_eq!(r.pods, Some(vec![]));
         assert_eq!(r.reports.len(), 1);
-        // A new failing read in event mode after the full drop keeps nothing.
+        // Nothing changed since: no new snapshot, the error stays reported.
         let r = s.scan(Mode::Event).unwrap();
-        assert!(r.pods.is_empty());
+        assert_eq!(r.pods, None);
+        assert_eq!(r.reports.len(), 1);
+        // A failing edit after the drop brings nothing back.
+        std::fs::write(&f, "kind: Pod\n").unwrap();
+        let r = s.scan(Mode::Event).unwrap();
+        assert_eq!(r.pods, Some(vec![]));
+    }
+
+    #[test]
+    fn unchanged_files_are_not_decoded_again() {
+        let d = tmp("unchanged");
+        std::fs::write(d.0.join("a.yaml"), manifest("a", "busybox")).unwrap();
+        std::fs::write(d.0.join("b.yaml"), manifest("b", "busybox")).unwrap();
+        let mut s = Scanner::new(d.0.clone(), "n".into());
+        assert_eq!(names(&s.scan(Mode::Full).unwrap()), vec!["a-n", "b-n"]);
+        assert_eq!(s.scan(Mode::Full).unwrap().pods, None);
+        std::fs::remove_file(d.0.join("a.yaml")).unwrap();
+        assert_eq!(names(&s.scan(Mode::Full).unwrap()), vec!["b-n"]);
+        assert_eq!(s.scan(Mode::Event).unwrap().pods, None);
     }
 
     #[test]
@@ -621,7 +650,8 @@ mod tests {
         assert_eq!(names(&s.scan(Mode::Full).unwrap()), vec!["x-n"]);
         let mut s = Scanner::new(d.0.join("nope"), "n".into());
         let r = s.scan(Mode::Full).unwrap();
-        assert!(r.pods.is_empty() && r.reports.is_empty());
+        assert_eq!(r.pods, Some(vec![]));
+        assert!(r.reports.is_empty());
     }
 
     #[test]

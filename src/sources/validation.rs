@@ -310,7 +310,7 @@ pub fn validate_pod(pod: &crate::api::core::Pod) -> Vec<FieldError> {
         let p = meta.child("annotations");
         let mut total = 0usize;
         for (k, v) in annotations {
-            push_all(&mut errs, &p, &k.to_ascii_lowercase(), qualified_name(k));
+            push_all(&mut errs, &p, k, qualified_name(&k.to_ascii_lowercase()));
             total += k.len() + v.len();
         }
         // TotalAnnotationSizeLimitB
@@ -413,9 +413,9 @@ fn validate_spec(spec: &PodSpec, p: &Path, errs: &mut Vec<FieldError>) {
                     let hp = port.host_port.unwrap_or(0);
                     if hp != port.container_port {
                         errs.push(invalid(
-                            &lp.index(i).child("ports").index(j).child("containerPort"),
-                            port.container_port,
-                            "must match `hostPort` when `hostNetwork` is true",
+                            &lp.index(i).child("ports").index(j).child("hostPort"),
+                            hp,
+                            "must match `containerPort` when `hostNetwork` is true",
                         ));
                     }
                 }
@@ -535,11 +535,15 @@ fn validate_volumes(vols: &[Volume], p: &Path, errs: &mut Vec<FieldError>) -> BT
                 errs.push(duplicate(&vp.child("name"), &v.name));
             }
         }
-        let sources = volume_source_count(v);
-        if sources == 0 {
+        let sources = volume_sources(v);
+        if sources.is_empty() {
             errs.push(required(&vp).with_detail("must specify a volume type"));
-        } else if sources > 1 {
-            errs.push(forbidden(&vp, "may not specify more than 1 volume type"));
+        }
+        for extra in sources.iter().skip(1) {
+            errs.push(forbidden(
+                &vp.child(extra),
+                "may not specify more than 1 volume type",
+            ));
         }
         if let Some(hp) = &v.host_path {
             let hpp = vp.child("hostPath");
@@ -587,43 +591,44 @@ fn validate_volumes(vols: &[Volume], p: &Path, errs: &mut Vec<FieldError>) -> BT
     names
 }
 
-/// How many volume sources a volume names.
-pub(crate) fn volume_source_count(v: &Volume) -> usize {
+/// The volume sources a volume names, in upstream's checking order.
+pub(crate) fn volume_sources(v: &Volume) -> Vec<&'static str> {
     [
-        v.aws_elastic_block_store.is_some(),
-        v.azure_disk.is_some(),
-        v.azure_file.is_some(),
-        v.cephfs.is_some(),
-        v.cinder.is_some(),
-        v.config_map.is_some(),
-        v.csi.is_some(),
-        v.downward_api.is_some(),
-        v.empty_dir.is_some(),
-        v.ephemeral.is_some(),
-        v.fc.is_some(),
-        v.flex_volume.is_some(),
-        v.flocker.is_some(),
-        v.gce_persistent_disk.is_some(),
-        v.git_repo.is_some(),
-        v.glusterfs.is_some(),
-        v.host_path.is_some(),
-        v.image.is_some(),
-        v.iscsi.is_some(),
-        v.nfs.is_some(),
-        v.persistent_volume_claim.is_some(),
-        v.photon_persistent_disk.is_some(),
-        v.portworx_volume.is_some(),
-        v.projected.is_some(),
-        v.quobyte.is_some(),
-        v.rbd.is_some(),
-        v.scale_io.is_some(),
-        v.secret.is_some(),
-        v.storageos.is_some(),
-        v.vsphere_volume.is_some(),
+        ("emptyDir", v.empty_dir.is_some()),
+        ("hostPath", v.host_path.is_some()),
+        ("gitRepo", v.git_repo.is_some()),
+        ("gcePersistentDisk", v.gce_persistent_disk.is_some()),
+        ("awsElasticBlockStore", v.aws_elastic_block_store.is_some()),
+        ("secret", v.secret.is_some()),
+        ("nfs", v.nfs.is_some()),
+        ("iscsi", v.iscsi.is_some()),
+        ("glusterfs", v.glusterfs.is_some()),
+        ("flocker", v.flocker.is_some()),
+        ("persistentVolumeClaim", v.persistent_volume_claim.is_some()),
+        ("rbd", v.rbd.is_some()),
+        ("quobyte", v.quobyte.is_some()),
+        ("cinder", v.cinder.is_some()),
+        ("cephfs", v.cephfs.is_some()),
+        ("downwardAPI", v.downward_api.is_some()),
+        ("fc", v.fc.is_some()),
+        ("azureFile", v.azure_file.is_some()),
+        ("flexVolume", v.flex_volume.is_some()),
+        ("azureDisk", v.azure_disk.is_some()),
+        ("photonPersistentDisk", v.photon_persistent_disk.is_some()),
+        ("portworxVolume", v.portworx_volume.is_some()),
+        ("vsphereVolume", v.vsphere_volume.is_some()),
+        ("scaleIO", v.scale_io.is_some()),
+        ("configMap", v.config_map.is_some()),
+        ("storageos", v.storageos.is_some()),
+        ("projected", v.projected.is_some()),
+        ("csi", v.csi.is_some()),
+        ("ephemeral", v.ephemeral.is_some()),
+        ("image", v.image.is_some()),
     ]
-    .iter()
-    .filter(|b| **b)
-    .count()
+    .into_iter()
+    .filter(|(_, present)| *present)
+    .map(|(name, _)| name)
+    .collect()
 }
 
 const PULL_POLICIES: &[&str] = &["Always", "IfNotPresent", "Never"];
@@ -846,15 +851,13 @@ fn validate_env(env: &[EnvVar], p: &Path, errs: &mut Vec<FieldError>) {
         if let Some(fr) = &vf.field_ref {
             let fp = vp.child("fieldRef").child("fieldPath");
             let path = fr.field_path.as_str();
+            // Whole label/annotation maps only work in downwardAPI volumes.
             let ok = FIELD_REF_PATHS.contains(&path)
                 || is_subscript_path(path, "metadata.labels")
                 || is_subscript_path(path, "metadata.annotations");
             if path.is_empty() {
                 errs.push(required(&fp));
-            } else if !ok && path != "metadata.labels" && path != "metadata.annotations" {
-                errs.push(not_supported(&fp, path, FIELD_REF_PATHS));
-            } else if path == "metadata.labels" || path == "metadata.annotations" {
-                // whole maps are only allowed in downwardAPI volumes
+            } else if !ok {
                 errs.push(not_supported(&fp, path, FIELD_REF_PATHS));
             }
         }
@@ -1024,26 +1027,37 @@ fn validate_resources(r: &ResourceRequirements, p: &Path, errs: &mut Vec<FieldEr
     }
 }
 
-fn handler_count(exec: bool, http: bool, tcp: bool, grpc: bool, sleep: bool) -> usize {
-    [exec, http, tcp, grpc, sleep]
-        .iter()
-        .filter(|b| **b)
-        .count()
+/// Exactly one handler: none is "Required", every one after the first is
+/// "Forbidden" at its own path (upstream `validateHandler`).
+fn validate_one_handler(handlers: &[(&str, bool)], p: &Path, errs: &mut Vec<FieldError>) {
+    let mut n = 0;
+    for (name, present) in handlers {
+        if *present {
+            n += 1;
+            if n > 1 {
+                errs.push(forbidden(
+                    &p.child(name),
+                    "may not specify more than 1 handler type",
+                ));
+            }
+        }
+    }
+    if n == 0 {
+        errs.push(required(p).with_detail("must specify a handler type"));
+    }
 }
 
 fn validate_probe(probe: &Probe, p: &Path, errs: &mut Vec<FieldError>) {
-    let n = handler_count(
-        probe.exec.is_some(),
-        probe.http_get.is_some(),
-        probe.tcp_socket.is_some(),
-        probe.grpc.is_some(),
-        false,
+    validate_one_handler(
+        &[
+            ("exec", probe.exec.is_some()),
+            ("httpGet", probe.http_get.is_some()),
+            ("tcpSocket", probe.tcp_socket.is_some()),
+            ("grpc", probe.grpc.is_some()),
+        ],
+        p,
+        errs,
     );
-    if n == 0 {
-        errs.push(required(p).with_detail("must specify a handler type"));
-    } else if n > 1 {
-        errs.push(forbidden(p, "may not specify more than 1 handler type"));
-    }
     if let Some(e) = &probe.exec {
         if e.command.as_ref().is_none_or(|c| c.is_empty()) {
             errs.push(required(&p.child("exec").child("command")));
@@ -1102,18 +1116,16 @@ fn validate_lifecycle_handler(
     grace: Option<i64>,
     errs: &mut Vec<FieldError>,
 ) {
-    let n = handler_count(
-        h.exec.is_some(),
-        h.http_get.is_some(),
-        h.tcp_socket.is_some(),
-        false,
-        h.sleep.is_some(),
+    validate_one_handler(
+        &[
+            ("exec", h.exec.is_some()),
+            ("httpGet", h.http_get.is_some()),
+            ("tcpSocket", h.tcp_socket.is_some()),
+            ("sleep", h.sleep.is_some()),
+        ],
+        p,
+        errs,
     );
-    if n == 0 {
-        errs.push(required(p).with_detail("must specify a handler type"));
-    } else if n > 1 {
-        errs.push(forbidden(p, "may not specify more than 1 handler type"));
-    }
     if let Some(e) = &h.exec {
         if e.command.as_ref().is_none_or(|c| c.is_empty()) {
             errs.push(required(&p.child("exec").child("command")));
@@ -1279,7 +1291,7 @@ mod tests {
         v["spec"]["containers"][0]["ports"] = json!([{"containerPort": 80, "hostPort": 81}]);
         assert_eq!(
             errors(v),
-            vec!["spec.containers[0].ports[0].containerPort: Invalid value: 80: must match `hostPort` when `hostNetwork` is true"]
+            vec!["spec.containers[0].ports[0].hostPort: Invalid value: 81: must match `containerPort` when `hostNetwork` is true"]
         );
         // hostPort defaults to containerPort with hostNetwork
         let mut v = base();
@@ -1298,7 +1310,7 @@ mod tests {
         assert_eq!(
             e,
             vec![
-                "spec.containers[0].livenessProbe: Forbidden: may not specify more than 1 handler type",
+                "spec.containers[0].livenessProbe.tcpSocket: Forbidden: may not specify more than 1 handler type",
                 "spec.containers[0].livenessProbe.periodSeconds: Invalid value: -1: must be greater than or equal to 0",
                 "spec.containers[0].readinessProbe: Required value: must specify a handler type",
                 "spec.containers[0].startupProbe.httpGet.port: Invalid value: \"no_such--\": must contain only alpha-numeric characters (a-z, 0-9), and hyphens (-)",
@@ -1347,7 +1359,7 @@ mod tests {
             vec![
                 "spec.volumes[1].name: Duplicate value: \"data\"",
                 "spec.volumes[1].hostPath.type: Unsupported value: \"Nope\": supported values: \"DirectoryOrCreate\", \"Directory\", \"FileOrCreate\", \"File\", \"Socket\", \"CharDevice\", \"BlockDevice\"",
-                "spec.volumes[2]: Forbidden: may not specify more than 1 volume type",
+                "spec.volumes[2].hostPath: Forbidden: may not specify more than 1 volume type",
                 "spec.containers[0].volumeMounts[1].name: Not found: \"missing\"",
                 "spec.containers[0].volumeMounts[1].mountPath: Invalid value: \"/a\": must be unique",
                 "spec.containers[0].volumeMounts[1].subPath: Invalid value: \"../x\": must not contain '..'",
