@@ -727,3 +727,120 @@ fn status_round_trips_through_json() {
     let back: PodStatus = serde_json::from_value(v).unwrap();
     assert_eq!(back, s);
 }
+
+fn cs(
+    name: &str,
+    state: Option<ContainerState>,
+    last: Option<ContainerState>,
+    started: bool,
+) -> ContainerStatus {
+    ContainerStatus {
+        name: name.into(),
+        state,
+        last_state: last,
+        started: Some(started),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn phase_table() {
+    let sidecar = pod(json!({"restartPolicy": "Always",
+        "initContainers": [{"name": "s", "image": "i", "restartPolicy": "Always"}],
+        "containers": [{"name": "a", "image": "i"}]}));
+    let mut api_pod = one("Always");
+    api_pod
+        .metadata
+        .annotations
+        .as_mut()
+        .unwrap()
+        .insert(crate::sources::CONFIG_SOURCE.into(), "api".into());
+    let run = running(1);
+    let exit0 = terminated(0, "Completed", 1, "x");
+    let exit1 = terminated(1, "Error", 1, "x");
+    let crash = waiting("CrashLoopBackOff", None);
+    // (what, pod, statuses, pod is terminal, pod has initialized, phase)
+    type Case<'a> = (&'a str, &'a Pod, Vec<ContainerStatus>, bool, bool, &'a str);
+    let cases: Vec<Case> = vec![
+        ("no status yet", &sidecar, vec![], false, false, "Pending"),
+        (
+            "sidecar running, not started",
+            &sidecar,
+            vec![
+                cs("s", run.clone(), None, false),
+                cs("a", waiting("PodInitializing", None), None, false),
+            ],
+            false,
+            false,
+            "Pending",
+        ),
+        (
+            "sidecar restarting after the pod initialized",
+            &sidecar,
+            vec![
+                cs("s", crash.clone(), exit1.clone(), false),
+                cs("a", run.clone(), None, true),
+            ],
+            false,
+            true,
+            "Running",
+        ),
+        (
+            "sidecar not started again, not initialized",
+            &sidecar,
+            vec![
+                cs("s", run.clone(), None, false),
+                cs("a", run.clone(), None, true),
+            ],
+            false,
+            false,
+            "Pending",
+        ),
+        (
+            "Always, crash looping",
+            &api_pod,
+            vec![cs("a", crash.clone(), exit1.clone(), false)],
+            false,
+            false,
+            "Running",
+        ),
+        (
+            "terminal API pod, success",
+            &api_pod,
+            vec![cs("a", exit0.clone(), None, false)],
+            true,
+            false,
+            "Succeeded",
+        ),
+        (
+            "terminal API pod, failure",
+            &api_pod,
+            vec![cs("a", exit1.clone(), None, false)],
+            true,
+            false,
+            "Failed",
+        ),
+        // Static pods get no terminal phase from termination (upstream TODO #116484).
+        (
+            "terminal static pod",
+            &sidecar,
+            vec![cs("a", exit0.clone(), None, false)],
+            true,
+            false,
+            "Pending",
+        ),
+    ];
+    for (what, p, statuses, terminal, initialized, want) in cases {
+        assert_eq!(
+            get_phase(p, &statuses, terminal, initialized),
+            want,
+            "{what}"
+        );
+    }
+    let static_one = one("Always");
+    assert_eq!(
+        get_phase(&static_one, &[cs("a", exit0, None, false)], true, false),
+        "Running",
+        "terminal static pod with Always"
+    );
+}
