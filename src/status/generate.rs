@@ -68,7 +68,9 @@ pub struct StatusInput<'a> {
     pub pod: &'a Pod,
     pub runtime: &'a PodRuntimeStatus,
     pub probes: &'a ProbeResults,
-    /// By container name.
+    /// By container name: the failed starts of the last sync, and a
+    /// CrashLoopBackOff entry (with its message) for every container
+    /// `compute_pod_actions` reported in `backing_off`.
     pub waiting: &'a BTreeMap<String, Waiting>,
     /// The status last generated for this pod (status manager), if any.
     pub previous: Option<&'a PodStatus>,
