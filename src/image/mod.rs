@@ -3,6 +3,10 @@
 //!
 //! The types below are the contract the runtime and the kubelet side use.
 
+pub mod auth;
+pub mod reference;
+pub mod registries;
+
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
