@@ -187,8 +187,6 @@ pub(crate) struct RawAuth {
     pub username: String,
     #[serde(default)]
     pub password: String,
-    #[serde(default, alias = "identityToken", alias = "identitytoken")]
-    pub identity_token: String,
 }
 
 impl RawAuth {

@@ -6,6 +6,9 @@
 pub mod auth;
 pub mod reference;
 pub mod registries;
+pub mod registry;
+pub mod store;
+pub mod unpack;
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;

@@ -158,7 +158,7 @@ fn valid_domain(d: &str) -> bool {
             None => return false,
         },
         None => match d.rsplit_once(':') {
-            Some((h, p)) => (Some(h), &d[h.len()..]),
+            Some((h, _)) => (Some(h), &d[h.len()..]),
             None => (Some(d), ""),
         },
     };
