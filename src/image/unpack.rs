@@ -666,7 +666,7 @@ mod tests {
         let r = File::open(d.join("root")).unwrap();
         std::os::unix::fs::symlink("../..", d.join("root/up")).unwrap();
         std::fs::create_dir_all(d.join("root/x/y")).unwrap();
-        std::os::unix::fs::symlink("../x", d.join("root/x/y/back")).unwrap();
+        std::os::unix::fs::symlink("../../x", d.join("root/x/y/back")).unwrap();
         assert_eq!(
             open_beneath_walk(r.as_fd(), Path::new("up/x")).unwrap_err(),
             Errno::XDEV
