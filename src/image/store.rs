@@ -192,6 +192,18 @@ impl Store {
         Ok(v)
     }
 
+    /// The first bytes of a blob (to sniff its compression).
+    pub fn read_blob_head(&self, digest: &str) -> Result<Vec<u8>> {
+        let p = self.blob_path(digest)?;
+        let mut f = File::open(&p).with_context(|| format!("open blob {}", p.display()))?;
+        let mut v = vec![0u8; 8];
+        let n = f
+            .read(&mut v)
+            .with_context(|| format!("read blob {}", p.display()))?;
+        v.truncate(n);
+        Ok(v)
+    }
+
     /// Stores small verified content (manifests, configs) atomically.
     pub fn put_blob_bytes(&self, digest: &str, b: &[u8]) -> Result<()> {
         verify_bytes(b, digest, b.len() as u64)?;
