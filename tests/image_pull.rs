@@ -12,9 +12,18 @@ fn pulls_oci_docker_and_index_as_one_image() {
     let root = TestRoot::new("kinds");
     let svc = root.service(&root.config(None, None, ""));
     block_on(async {
-        let oci = svc.pull(&format!("{reg}/picolet/busybox:latest")).await.unwrap();
-        let docker = svc.pull(&format!("{reg}/picolet/busybox:docker")).await.unwrap();
-        let multi = svc.pull(&format!("{reg}/picolet/busybox:multi")).await.unwrap();
+        let oci = svc
+            .pull(&format!("{reg}/picolet/busybox:latest"))
+            .await
+            .unwrap();
+        let docker = svc
+            .pull(&format!("{reg}/picolet/busybox:docker"))
+            .await
+            .unwrap();
+        let multi = svc
+            .pull(&format!("{reg}/picolet/busybox:multi"))
+            .await
+            .unwrap();
         // Same config => same image id, whatever the manifest kind.
         assert_eq!(oci.id, docker.id);
         assert_eq!(oci.id, multi.id);
@@ -22,29 +31,50 @@ fn pulls_oci_docker_and_index_as_one_image() {
         assert_eq!(oci.diff_ids.len(), 1);
         let img = svc.get(&oci.id).unwrap().unwrap();
         for t in ["latest", "docker", "multi"] {
-            assert!(img.repo_tags.contains(&format!("{reg}/picolet/busybox:{t}")), "{:?}", img.repo_tags);
+            assert!(
+                img.repo_tags
+                    .contains(&format!("{reg}/picolet/busybox:{t}")),
+                "{:?}",
+                img.repo_tags
+            );
         }
         // three distinct manifests: OCI, Docker v2, the index
         assert_eq!(img.repo_digests.len(), 3, "{:?}", img.repo_digests);
         let idx_digest = img.repo_digests[2].split('@').nth(1).unwrap().to_string();
-        assert!(svc.get(&format!("{reg}/picolet/busybox@{idx_digest}")).unwrap().is_some());
+        assert!(svc
+            .get(&format!("{reg}/picolet/busybox@{idx_digest}"))
+            .unwrap()
+            .is_some());
         assert!(svc.get(&oci.id[7..19]).unwrap().is_some(), "short id");
         assert_eq!(svc.list().unwrap().len(), 1);
         // the layer was unpacked once
         let snaps = std::fs::read_dir(root.path("root/images/snapshots"))
             .unwrap()
-            .filter(|e| !e.as_ref().unwrap().file_name().to_string_lossy().starts_with('.'))
+            .filter(|e| {
+                !e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with('.')
+            })
             .count();
         assert_eq!(snaps, 1);
         // by digest only: no tag added
-        let by_digest = svc.pull(&format!("{reg}/picolet/busybox@{idx_digest}")).await.unwrap();
+        let by_digest = svc
+            .pull(&format!("{reg}/picolet/busybox@{idx_digest}"))
+            .await
+            .unwrap();
         assert_eq!(by_digest.repo_tags.len(), 3);
         // rm by one tag only untags; by id removes everything
-        svc.remove(&format!("{reg}/picolet/busybox:docker")).await.unwrap();
+        svc.remove(&format!("{reg}/picolet/busybox:docker"))
+            .await
+            .unwrap();
         assert_eq!(svc.get(&oci.id).unwrap().unwrap().repo_tags.len(), 2);
         svc.remove(&oci.id).await.unwrap();
         assert!(svc.list().unwrap().is_empty());
-        let left = std::fs::read_dir(root.path("root/images/blobs/sha256")).unwrap().count();
+        let left = std::fs::read_dir(root.path("root/images/blobs/sha256"))
+            .unwrap()
+            .count();
         assert_eq!(left, 0, "blobs left after rm");
     });
 }
@@ -58,16 +88,28 @@ fn whiteout_layer_hides_motd_in_the_overlay() {
     assert_eq!(img.diff_ids.len(), 3);
     assert_eq!(img.config.exposed_ports, vec!["8080/tcp"]);
     assert_eq!(img.config.entrypoint[0], "httpd");
-    let m = svc.rootfs_mount(&img.id, &root.path("containers/probe")).unwrap();
+    let m = svc
+        .rootfs_mount(&img.id, &root.path("containers/probe"))
+        .unwrap();
     assert_eq!(m.fstype, "overlay");
     assert!(m.options.contains(&"index=off".to_string()));
     // topmost layer first
     let lower = m.options[0].strip_prefix("lowerdir=").unwrap();
-    assert!(lower.split(':').next().unwrap().contains(&img.diff_ids[2][7..]));
+    assert!(lower
+        .split(':')
+        .next()
+        .unwrap()
+        .contains(&img.diff_ids[2][7..]));
     let rootfs = mount_rootfs(&root, &svc, &img.id, "c1");
     assert!(rootfs.join("bin/busybox").is_file());
-    assert_eq!(std::fs::read_to_string(rootfs.join("www/healthz")).unwrap(), "ok\n");
-    assert!(!rootfs.join("etc/motd").exists(), "whiteout did not hide /etc/motd");
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("www/healthz")).unwrap(),
+        "ok\n"
+    );
+    assert!(
+        !rootfs.join("etc/motd").exists(),
+        "whiteout did not hide /etc/motd"
+    );
     assert!(rootfs.join("etc/passwd").is_file());
     // the base image still has it
     let base = block_on(svc.pull(&format!("{reg}/picolet/busybox:latest"))).unwrap();
@@ -89,7 +131,11 @@ fn zstd_layer() {
     sh(
         "skopeo",
         &[
-            "copy", "-q", "--dest-compress", "--dest-compress-format", "zstd",
+            "copy",
+            "-q",
+            "--dest-compress",
+            "--dest-compress-format",
+            "zstd",
             "oci:/var/tmp/picolet-images/oci:busybox",
             &format!("dir:{}", dir.display()),
         ],
@@ -98,13 +144,22 @@ fn zstd_layer() {
     sh(
         "skopeo",
         &[
-            "copy", "-q", "--dest-tls-verify=false", "--dest-compress-format", "zstd",
+            "copy",
+            "-q",
+            "--dest-tls-verify=false",
+            "--dest-compress-format",
+            "zstd",
             &format!("dir:{}", dir.display()),
             &format!("docker://{dest}"),
         ],
     );
     let acc = picolet::image::registry::ACCEPT;
-    let (st, body) = http_get(&reg, "/v2/picolet-img/zstd/manifests/latest", &[("Accept", acc)]).unwrap();
+    let (st, body) = http_get(
+        &reg,
+        "/v2/picolet-img/zstd/manifests/latest",
+        &[("Accept", acc)],
+    )
+    .unwrap();
     assert_eq!(st, 200);
     let body = String::from_utf8_lossy(&body);
     assert!(body.contains("tar+zstd"), "not a zstd layer: {body}");
@@ -112,8 +167,16 @@ fn zstd_layer() {
     let img = block_on(svc.pull(&dest)).unwrap();
     let rootfs = mount_rootfs(&root, &svc, &img.id, "z");
     assert!(rootfs.join("bin/busybox").is_file());
-    assert_eq!(std::fs::read_link(rootfs.join("bin/sh")).unwrap().to_string_lossy(), "/bin/busybox");
-    assert_eq!(std::fs::read_to_string(rootfs.join("etc/motd")).unwrap(), "picolet test image\n");
+    assert_eq!(
+        std::fs::read_link(rootfs.join("bin/sh"))
+            .unwrap()
+            .to_string_lossy(),
+        "/bin/busybox"
+    );
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("etc/motd")).unwrap(),
+        "picolet test image\n"
+    );
 }
 
 #[test]
@@ -123,17 +186,29 @@ fn errors_name_the_reference_and_cause() {
     let svc = root.service(&root.config(None, None, ""));
     let err = |r: String| format!("{:#}", block_on(svc.pull(&r)).unwrap_err());
     let e = err("Bad/Name".into());
-    assert!(e.contains("\"Bad/Name\"") && e.contains("invalid reference"), "{e}");
+    assert!(
+        e.contains("\"Bad/Name\"") && e.contains("invalid reference"),
+        "{e}"
+    );
     let e = err(format!("{reg}/picolet/busybox:nope"));
-    assert!(e.contains("picolet/busybox:nope") && e.contains("not found (404)"), "{e}");
+    assert!(
+        e.contains("picolet/busybox:nope") && e.contains("not found (404)"),
+        "{e}"
+    );
     assert!(e.contains("MANIFEST_UNKNOWN"), "{e}");
     let e = err(format!("{reg}/picolet-img/never-pushed:1"));
     assert!(e.contains("not found (404)"), "{e}");
     let e = err("no-such-host.invalid/x:1".into());
-    assert!(e.contains("no-such-host.invalid") && e.contains("resolve host"), "{e}");
+    assert!(
+        e.contains("no-such-host.invalid") && e.contains("resolve host"),
+        "{e}"
+    );
     // connection refused on a port nobody listens on (loopback => plain HTTP)
     let e = err("127.0.0.1:5199/x:1".into());
-    assert!(e.contains("127.0.0.1:5199/x:1") && e.contains("connect"), "{e}");
+    assert!(
+        e.contains("127.0.0.1:5199/x:1") && e.contains("connect"),
+        "{e}"
+    );
     assert!(svc.list().unwrap().is_empty());
 }
 
@@ -149,18 +224,32 @@ fn cli_pull_list_rm_prune() {
         std::process::Command::new(bin).args(&a).output().unwrap()
     };
     let out = run(&["pull", &format!("{reg}/picolet/httpd")]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
     assert!(id.starts_with("sha256:"));
     let out = run(&["list"]);
     let list = String::from_utf8_lossy(&out.stdout);
-    assert!(list.contains(&format!("{reg}/picolet/httpd:latest")) && list.contains(&id[7..19]), "{list}");
+    assert!(
+        list.contains(&format!("{reg}/picolet/httpd:latest")) && list.contains(&id[7..19]),
+        "{list}"
+    );
     let out = run(&["pull", &format!("{reg}/picolet/httpd:missing")]);
     assert!(!out.status.success());
     let e = String::from_utf8_lossy(&out.stderr);
-    assert!(e.contains("picolet/httpd:missing") && e.contains("404"), "{e}");
+    assert!(
+        e.contains("picolet/httpd:missing") && e.contains("404"),
+        "{e}"
+    );
     let out = run(&["rm", &id[7..19]]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = run(&["rm", &id[7..19]]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("not found"));
     let out = run(&["prune"]);

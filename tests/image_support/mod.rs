@@ -18,15 +18,21 @@ pub const PREREQ: &str = "run scripts/test-env.sh (as root) first";
 /// The shared test registry, checked to answer.
 pub fn registry() -> String {
     let addr = std::env::var("PICOLET_TEST_REGISTRY").unwrap_or_else(|_| "127.0.0.1:5000".into());
-    let (status, _) = http_get(&addr, "/v2/", &[]).unwrap_or_else(|e| {
-        panic!("test registry {addr} not reachable ({e}); {PREREQ}")
-    });
-    assert_eq!(status, 200, "test registry {addr}: /v2/ answered {status}; {PREREQ}");
+    let (status, _) = http_get(&addr, "/v2/", &[])
+        .unwrap_or_else(|e| panic!("test registry {addr} not reachable ({e}); {PREREQ}"));
+    assert_eq!(
+        status, 200,
+        "test registry {addr}: /v2/ answered {status}; {PREREQ}"
+    );
     addr
 }
 
 /// A bare HTTP/1.0 GET (status, body).
-pub fn http_get(addr: &str, path: &str, headers: &[(&str, &str)]) -> std::io::Result<(u16, Vec<u8>)> {
+pub fn http_get(
+    addr: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> std::io::Result<(u16, Vec<u8>)> {
     let mut s = TcpStream::connect(addr)?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
     let mut req = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n");
@@ -85,8 +91,14 @@ pub struct TestRoot {
 
 impl TestRoot {
     pub fn new(name: &str) -> TestRoot {
-        assert!(rustix::process::geteuid().is_root(), "image tests need root; {PREREQ}");
-        let dir = PathBuf::from(format!("/var/tmp/picolet-test/image-{name}-{}", std::process::id()));
+        assert!(
+            rustix::process::geteuid().is_root(),
+            "image tests need root; {PREREQ}"
+        );
+        let dir = PathBuf::from(format!(
+            "/var/tmp/picolet-test/image-{name}-{}",
+            std::process::id()
+        ));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         TestRoot {
@@ -166,7 +178,10 @@ pub fn sha256_hex(b: &[u8]) -> String {
 
 /// Deterministic pseudo-random (incompressible) bytes.
 pub fn noise(seed: u64, n: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407) | 1;
+    let mut x = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407)
+        | 1;
     (0..n)
         .map(|_| {
             x ^= x << 13;
@@ -234,7 +249,12 @@ pub fn gz_layer(tar: &[u8]) -> Layer {
 /// Writes an OCI image layout at `dir` with one image tagged `tag`.
 /// `diff_ids` overrides the config's diff_ids (to build broken images).
 /// Returns the config digest (the image id).
-pub fn write_layout(dir: &Path, tag: &str, layers: &[Layer], diff_ids: Option<Vec<String>>) -> String {
+pub fn write_layout(
+    dir: &Path,
+    tag: &str,
+    layers: &[Layer],
+    diff_ids: Option<Vec<String>>,
+) -> String {
     let blobs = dir.join("blobs/sha256");
     std::fs::create_dir_all(&blobs).unwrap();
     let put = |b: &[u8]| -> String {
@@ -297,7 +317,7 @@ pub fn registry_blob_data(digest: &str) -> PathBuf {
 
 /// Starts Debian's docker-registry on 127.0.0.1:port with `extra` config
 /// (auth/tls sections); waits until it answers.
-pub fn start_registry(root: &TestRoot, port: u16, extra: &str) -> String {
+pub fn start_registry(root: &TestRoot, port: u16, http_extra: &str, extra: &str) -> String {
     need_tool("docker-registry");
     let dir = root.path(&format!("registry-{port}"));
     std::fs::create_dir_all(dir.join("storage")).unwrap();
@@ -305,7 +325,7 @@ pub fn start_registry(root: &TestRoot, port: u16, extra: &str) -> String {
     std::fs::write(
         &cfg,
         format!(
-            "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n{extra}",
+            "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n{http_extra}{extra}",
             dir.join("storage").display()
         ),
     )
@@ -373,17 +393,27 @@ impl Proxy {
                     break;
                 }
                 let Ok(c) = c else { continue };
-                let (bg, up, rules, truncated) = (bg.clone(), up.clone(), rules.clone(), truncated.clone());
+                let (bg, up, rules, truncated) =
+                    (bg.clone(), up.clone(), rules.clone(), truncated.clone());
                 std::thread::spawn(move || {
                     let _ = proxy_conn(c, &up, &bg, &rules, &truncated);
                 });
             }
         });
-        Proxy { addr, blob_gets, stop }
+        Proxy {
+            addr,
+            blob_gets,
+            stop,
+        }
     }
 
     pub fn blob_get_count(&self, digest: &str) -> usize {
-        self.blob_gets.lock().unwrap().iter().filter(|p| p.ends_with(digest)).count()
+        self.blob_gets
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|p| p.ends_with(digest))
+            .count()
     }
 }
 
@@ -421,7 +451,10 @@ fn proxy_conn(
     }
     fwd += "Connection: close\r\n\r\n";
     u.write_all(fwd.as_bytes())?;
-    let cut = if is_blob && rules.truncate_at.is_some() && truncated.fetch_add(1, Ordering::SeqCst) < rules.truncate_times {
+    let cut = if is_blob
+        && rules.truncate_at.is_some()
+        && truncated.fetch_add(1, Ordering::SeqCst) < rules.truncate_times
+    {
         rules.truncate_at
     } else {
         None
@@ -438,7 +471,16 @@ fn proxy_conn(
         if let Some(i) = hdr.windows(4).position(|w| w == b"\r\n\r\n") {
             c.write_all(&hdr[..i + 4])?;
             let rest = hdr[i + 4..].to_vec();
-            return send_body(&mut c, &mut u, rest, &mut sent_body, cut, is_blob, rules, &mut buf);
+            return send_body(
+                &mut c,
+                &mut u,
+                rest,
+                &mut sent_body,
+                cut,
+                is_blob,
+                rules,
+                &mut buf,
+            );
         }
     }
 }
