@@ -412,7 +412,7 @@ impl Proxy {
             .lock()
             .unwrap()
             .iter()
-            .filter(|p| p.ends_with(digest))
+            .filter(|p| p.contains(digest))
             .count()
     }
 }
@@ -437,7 +437,17 @@ fn proxy_conn(
     let path = text.split_whitespace().nth(1).unwrap_or("").to_string();
     let is_blob = path.contains("/blobs/sha256:");
     if is_blob {
-        blob_gets.lock().unwrap().push(path.clone());
+        let range = text
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("Range:")
+                    .or_else(|| l.strip_prefix("range:"))
+            })
+            .map_or("none".to_string(), |v| v.trim().to_string());
+        blob_gets
+            .lock()
+            .unwrap()
+            .push(format!("{path} range={range}"));
     }
     let mut u = TcpStream::connect(upstream)?;
     // Force Connection: close upstream so the response ends with the socket.
