@@ -525,8 +525,7 @@ fn send_body(
             }
         }
         if let (Some(rate), true) = (rules.rate, is_blob) {
-            take = take.min((rate / 20).max(1));
-            std::thread::sleep(Duration::from_millis(50));
+            std::thread::sleep(Duration::from_secs_f64(take as f64 / rate as f64));
         }
         c.write_all(&pending[..take])?;
         *sent += take;
