@@ -707,7 +707,7 @@ mod tests {
         let wh = std::fs::symlink_metadata(r.join("etc/motd")).unwrap();
         assert!(wh.file_type().is_char_device() && wh.rdev() == 0);
         let mut v = vec![0u8; 4];
-        let n = rustix::fs::getxattr(&r.join("opq"), "trusted.overlay.opaque", &mut v).unwrap();
+        let n = rustix::fs::getxattr(r.join("opq"), "trusted.overlay.opaque", &mut v).unwrap();
         assert_eq!(&v[..n], b"y");
         std::fs::remove_dir_all(&d).unwrap();
     }
