@@ -255,3 +255,33 @@ fn cli_pull_list_rm_prune() {
     let out = run(&["prune"]);
     assert!(out.status.success());
 }
+
+#[test]
+fn mirrors_are_tried_in_order() {
+    let reg = registry();
+    let root = TestRoot::new("mirror");
+    let p = Proxy::start(5110, &reg, ProxyRules::default());
+    // first mirror refuses connections, the second (a proxy to the test
+    // registry) serves; the registry's own host does not even resolve
+    let yaml = format!(
+        "mirrors:\n  registry.picolet.invalid:\n    endpoint: [\"http://127.0.0.1:5197\", \"http://{}\"]\n",
+        p.addr
+    );
+    let svc = root.service(&root.config(Some(&yaml), None, ""));
+    let r = "registry.picolet.invalid/picolet/busybox:latest";
+    let img = block_on(svc.pull(r)).unwrap();
+    assert!(
+        img.repo_tags.contains(&r.to_string()),
+        "{:?}",
+        img.repo_tags
+    );
+    assert!(
+        !p.blob_gets.lock().unwrap().is_empty(),
+        "blobs did not come from the mirror"
+    );
+    // without mirrors the same name fails on DNS
+    let root2 = TestRoot::new("mirror-none");
+    let svc2 = root2.service(&root2.config(None, None, ""));
+    let e = format!("{:#}", block_on(svc2.pull(r)).unwrap_err());
+    assert!(e.contains("registry.picolet.invalid"), "{e}");
+}

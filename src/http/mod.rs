@@ -586,7 +586,7 @@ mod tests {
         let (s, r, h, n) = parse_head(b"HTTP/1.1 404 Not Found\r\nX-Y: z \r\n\r\nbody")
             .unwrap()
             .unwrap();
-        assert_eq!((s, r.as_str(), n), (404, "Not Found", 38));
+        assert_eq!((s, r.as_str(), n), (404, "Not Found", 35));
         assert_eq!(h, vec![("x-y".to_string(), "z".to_string())]);
     }
 

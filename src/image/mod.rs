@@ -164,6 +164,25 @@ fn parse_config(b: &[u8]) -> Result<(ImageConfig, Vec<String>)> {
 
 type InFlight = Rc<smol::lock::OnceCell<Result<Image, String>>>;
 
+/// Removes an in-flight entry when its pull ends or is dropped.
+struct InFlightGuard<'a> {
+    map: &'a RefCell<HashMap<String, InFlight>>,
+    key: String,
+    cell: InFlight,
+}
+
+impl Drop for InFlightGuard<'_> {
+    fn drop(&mut self) {
+        self.map.borrow_mut().remove(&self.key);
+        if self.cell.get().is_none() {
+            // Nobody else initialises this cell, so this never blocks.
+            let _ = self
+                .cell
+                .set_blocking(Err(format!("pull {}: cancelled", self.key)));
+        }
+    }
+}
+
 /// The image service of one picolet root.
 pub struct ImageService {
     store: Store,
@@ -224,11 +243,18 @@ impl ImageService {
         }
         let cell: InFlight = Rc::default();
         self.inflight.borrow_mut().insert(key.clone(), cell.clone());
+        // If this future is dropped mid-pull, waiters get an error and the
+        // next pull starts afresh (partial downloads stay for resuming).
+        let guard = InFlightGuard {
+            map: &self.inflight,
+            key: key.clone(),
+            cell: cell.clone(),
+        };
         let res = pull::pull(self, &r)
             .await
             .map_err(|e| format!("pull {key}: {e:#}"));
-        self.inflight.borrow_mut().remove(&key);
         let _ = cell.set(res.clone()).await;
+        drop(guard);
         res.map_err(anyhow::Error::msg)
     }
 
@@ -372,7 +398,11 @@ impl ImageService {
     }
 
     /// Records a use of the image (GC removes the least recently used first).
+    /// Advisory: skipped when another writer holds the records lock.
     fn touch(&self, id: &str) {
+        let Ok(Some(_lock)) = store::try_lock(&self.store.root.join("records.lock"), true) else {
+            return;
+        };
         if let Ok(Some(mut r)) = self.store.record(id) {
             r.last_used = store::now_unix();
             if let Err(e) = self.store.write_record(&r) {
