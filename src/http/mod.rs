@@ -600,4 +600,70 @@ mod tests {
         let u = Url::parse("https://example.com/x").unwrap();
         assert!(request_head(&Request::get(u), "ua").contains("Host: example.com\r\n"));
     }
+
+    /// Serves one canned response on an ephemeral loopback port.
+    fn serve_once(resp: &'static [u8], hold: Duration) -> Url {
+        use std::io::{Read, Write};
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            let (mut c, _) = l.accept().unwrap();
+            let mut b = [0u8; 4096];
+            let _ = c.read(&mut b);
+            let _ = c.write_all(resp);
+            std::thread::sleep(hold);
+        });
+        Url::parse(&format!("http://127.0.0.1:{port}/x")).unwrap()
+    }
+
+    fn client() -> Client {
+        Client::new(ClientOptions {
+            read_timeout: Duration::from_millis(150),
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn reads_chunked_bodies() {
+        let u = serve_once(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6;x=1\r\n world\r\n0\r\nT: x\r\n\r\n",
+            Duration::ZERO,
+        );
+        let body = crate::rt::block_on(async {
+            let mut r = client().send(Request::get(u)).await.unwrap();
+            assert_eq!(r.status, 200);
+            r.body.read_to_string(100).await.unwrap()
+        });
+        assert_eq!(body, "hello world");
+    }
+
+    #[test]
+    fn short_body_is_an_error_and_limits_hold() {
+        let u = serve_once(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc",
+            Duration::ZERO,
+        );
+        let e = crate::rt::block_on(async {
+            let mut r = client().send(Request::get(u)).await.unwrap();
+            assert_eq!(r.content_length(), Some(10));
+            r.body.read_to_end(100).await.unwrap_err()
+        });
+        assert!(format!("{e:#}").contains("7 body bytes missing"), "{e:#}");
+        let u = serve_once(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n0123456789",
+            Duration::ZERO,
+        );
+        let e = crate::rt::block_on(async {
+            let mut r = client().send(Request::get(u)).await.unwrap();
+            r.body.read_to_end(5).await.unwrap_err()
+        });
+        assert!(format!("{e:#}").contains("larger than 5"), "{e:#}");
+    }
+
+    #[test]
+    fn stalled_server_times_out() {
+        let u = serve_once(b"HTTP/1.1 200 OK\r\n", Duration::from_millis(600));
+        let e = crate::rt::block_on(async { client().send(Request::get(u)).await.err().unwrap() });
+        assert!(format!("{e:#}").contains("timed out"), "{e:#}");
+    }
 }
