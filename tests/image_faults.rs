@@ -11,6 +11,8 @@ const TRUNC_PORT: u16 = 5104;
 const SLOW_PORT: u16 = 5105;
 const RESUME_PORT: u16 = 5106;
 const TRUNC_ONCE_PORT: u16 = 5108;
+const FLAKY_PORT: u16 = 5111;
+const BUSY_PORT: u16 = 5112;
 
 /// A unique tag so reruns never reuse blobs from an earlier (tampered) run.
 fn uniq() -> u64 {
@@ -91,7 +93,7 @@ fn truncated_stream_fails_then_resumes_with_range() {
         ProxyRules {
             truncate_at: Some(300_000),
             truncate_times: 1000,
-            rate: None,
+            ..Default::default()
         },
     );
     let svc = root.service(&root.config(None, None, ""));
@@ -118,7 +120,7 @@ fn truncated_stream_fails_then_resumes_with_range() {
         ProxyRules {
             truncate_at: Some(400_000),
             truncate_times: 2,
-            rate: None,
+            ..Default::default()
         },
     );
     let svc = root.service(&root.config(None, None, ""));
@@ -301,4 +303,45 @@ fn pull_killed_halfway_then_rerun_completes() {
     let rootfs = mount_rootfs(&root, &svc, &img.id, "k");
     assert_eq!(std::fs::read(rootfs.join("one.bin")).unwrap(), a);
     assert_eq!(std::fs::read(rootfs.join("two.bin")).unwrap(), b);
+}
+
+#[test]
+fn retries_429_and_5xx_honouring_retry_after() {
+    let reg = registry();
+    let root = TestRoot::new("retry");
+    // two 503s, then the real answers: the pull succeeds after waiting
+    // Retry-After (1 s) twice
+    let p = Proxy::start(
+        FLAKY_PORT,
+        &reg,
+        ProxyRules {
+            fail_status: 503,
+            fail_first: 2,
+            ..Default::default()
+        },
+    );
+    let svc = root.service(&root.config(None, None, ""));
+    let t = Instant::now();
+    let img = block_on(svc.pull(&format!("{}/picolet/busybox:latest", p.addr))).unwrap();
+    assert!(
+        t.elapsed() >= Duration::from_secs(2),
+        "Retry-After not honoured"
+    );
+    assert!(img.id.starts_with("sha256:"));
+    // always 429: gives up after the attempts with a clear cause
+    let p = Proxy::start(
+        BUSY_PORT,
+        &reg,
+        ProxyRules {
+            fail_status: 429,
+            fail_first: 1000,
+            ..Default::default()
+        },
+    );
+    let r = format!("{}/picolet/httpd:latest", p.addr);
+    let e = format!("{:#}", block_on(svc.pull(&r)).unwrap_err());
+    assert!(
+        e.contains(&r) && e.contains("too many requests (429)"),
+        "{e}"
+    );
 }

@@ -361,6 +361,10 @@ pub struct ProxyRules {
     pub truncate_times: usize,
     /// Slow blob bodies to about this many bytes per second.
     pub rate: Option<usize>,
+    /// Answer the first `fail_first` requests (any path but /v2/) with this
+    /// status and `Retry-After: 1`.
+    pub fail_status: u16,
+    pub fail_first: usize,
 }
 
 /// A counting/faulty HTTP proxy to an upstream registry (one thread per connection).
@@ -387,16 +391,17 @@ impl Proxy {
         let (bg, st, up) = (blob_gets.clone(), stop.clone(), upstream.to_string());
         let rules = Arc::new(rules);
         let truncated = Arc::new(AtomicUsize::new(0));
+        let failed = Arc::new(AtomicUsize::new(0));
         std::thread::spawn(move || {
             for c in l.incoming() {
                 if st.load(Ordering::SeqCst) {
                     break;
                 }
                 let Ok(c) = c else { continue };
-                let (bg, up, rules, truncated) =
-                    (bg.clone(), up.clone(), rules.clone(), truncated.clone());
+                let (bg, up, rules) = (bg.clone(), up.clone(), rules.clone());
+                let (truncated, failed) = (truncated.clone(), failed.clone());
                 std::thread::spawn(move || {
-                    let _ = proxy_conn(c, &up, &bg, &rules, &truncated);
+                    let _ = proxy_conn(c, &up, &bg, &rules, &truncated, &failed);
                 });
             }
         });
@@ -423,6 +428,7 @@ fn proxy_conn(
     blob_gets: &Mutex<Vec<String>>,
     rules: &ProxyRules,
     truncated: &AtomicUsize,
+    failed: &AtomicUsize,
 ) -> std::io::Result<()> {
     c.set_read_timeout(Some(Duration::from_secs(30)))?;
     let mut head = Vec::new();
@@ -448,6 +454,16 @@ fn proxy_conn(
             .lock()
             .unwrap()
             .push(format!("{path} range={range}"));
+    }
+    if path != "/v2/"
+        && rules.fail_first > 0
+        && failed.fetch_add(1, Ordering::SeqCst) < rules.fail_first
+    {
+        let st = rules.fail_status;
+        return c.write_all(
+            format!("HTTP/1.1 {st} Failing\r\nRetry-After: 1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        );
     }
     let mut u = TcpStream::connect(upstream)?;
     // Force Connection: close upstream so the response ends with the socket.
