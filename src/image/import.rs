@@ -78,10 +78,7 @@ fn scan(path: &Path, store_root: &Path) -> Result<Scan> {
         .with_context(|| format!("read {}", path.display()))?;
     let r: Box<dyn Read> = match unpack::sniff(head) {
         Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(br)),
-        Compression::Zstd => Box::new(
-            ruzstd::decoding::StreamingDecoder::new(br)
-                .map_err(|e| anyhow::anyhow!("zstd: {e}"))?,
-        ),
+        Compression::Zstd => Box::new(unpack::ZstdReader::new(br)),
         Compression::None => Box::new(br),
     };
     let mut ar = tar::Archive::new(r);
