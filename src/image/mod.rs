@@ -434,7 +434,9 @@ impl ImageService {
 
     /// Image GC as upstream: when usage reaches the high threshold, remove
     /// images not in use, least recently used first and older than the
-    /// minimum age, until usage is below the low threshold.
+    /// minimum age, until usage is below the low threshold. Waits for
+    /// running pulls and imports (of any process) to finish first, so run
+    /// it as its own task.
     pub async fn garbage_collect(&self, in_use_image_ids: &HashSet<String>) -> Result<GcReport> {
         let now = store::now_unix();
         for id in in_use_image_ids {
