@@ -86,6 +86,58 @@ struct ImagesArgs {
         description = "log verbosity"
     )]
     v: u8,
+    #[argh(subcommand)]
+    cmd: ImagesCmd,
+}
+
+#[derive(FromArgs)]
+#[argh(subcommand)]
+enum ImagesCmd {
+    Pull(ImagesPull),
+    List(ImagesList),
+    Rm(ImagesRm),
+    Prune(ImagesPrune),
+    Import(ImagesImport),
+}
+
+/// Pull an image from its registry (or a configured mirror).
+#[derive(FromArgs)]
+#[argh(subcommand, name = "pull")]
+struct ImagesPull {
+    #[argh(
+        positional,
+        description = "image reference, e.g. busybox or 127.0.0.1:5000/app:1"
+    )]
+    reference: String,
+}
+
+/// List the images in the store.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "list")]
+struct ImagesList {}
+
+/// Remove an image by reference (only that tag when it has others) or id.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "rm")]
+struct ImagesRm {
+    #[argh(positional, description = "image reference or id")]
+    image: String,
+}
+
+/// Remove untagged images and unreferenced blobs and snapshots.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "prune")]
+struct ImagesPrune {}
+
+/// Import an OCI image-layout tarball or a `docker save` archive.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "import")]
+struct ImagesImport {
+    #[argh(
+        positional,
+        description = "tarball (optionally gzip- or zstd-compressed)"
+    )]
+    file: PathBuf,
 }
 
 fn main() -> ExitCode {
@@ -107,11 +159,7 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Some(Cmd::Run(a)) => run(a),
-        Some(Cmd::Images(a)) => {
-            picolet::logger::init(a.v);
-            let _ = (a.root_dir, a.config);
-            Err(anyhow::anyhow!("picolet images: not built yet"))
-        }
+        Some(Cmd::Images(a)) => images(a),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,
@@ -119,6 +167,79 @@ fn main() -> ExitCode {
             eprintln!("picolet: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+fn images(a: ImagesArgs) -> anyhow::Result<()> {
+    use picolet::image::ImageService;
+    picolet::logger::init(a.v);
+    let cfg = picolet::config::Config::new(a.config.as_deref(), a.root_dir, None, None, None)?;
+    let svc = ImageService::open(&cfg)?;
+    picolet::rt::block_on(async move {
+        match a.cmd {
+            ImagesCmd::Pull(p) => {
+                let img = svc.pull(&p.reference).await?;
+                println!("{}", img.id);
+            }
+            ImagesCmd::List(_) => {
+                let mut rows = Vec::new();
+                for i in svc.list()? {
+                    let short =
+                        i.id.trim_start_matches("sha256:")
+                            .chars()
+                            .take(12)
+                            .collect::<String>();
+                    let size = human_size(i.size);
+                    if i.repo_tags.is_empty() {
+                        rows.push(("<none>".to_string(), short, size));
+                    } else {
+                        for t in &i.repo_tags {
+                            rows.push((t.clone(), short.clone(), size.clone()));
+                        }
+                    }
+                }
+                rows.sort();
+                let w = rows.iter().map(|r| r.0.len()).max().unwrap_or(0).max(9);
+                println!("{:<w$}  {:<12}  {:>9}", "REFERENCE", "IMAGE ID", "SIZE");
+                for (r, id, s) in rows {
+                    println!("{r:<w$}  {id:<12}  {s:>9}");
+                }
+            }
+            ImagesCmd::Rm(r) => svc.remove(&r.image).await?,
+            ImagesCmd::Prune(_) => {
+                let rep = svc.prune().await?;
+                for id in &rep.removed {
+                    println!("deleted {id}");
+                }
+                println!("freed {}", human_size(rep.freed_bytes));
+            }
+            ImagesCmd::Import(i) => {
+                for img in svc.import(&i.file).await? {
+                    let names = if img.repo_tags.is_empty() {
+                        "<none>".to_string()
+                    } else {
+                        img.repo_tags.join(" ")
+                    };
+                    println!("{} {names}", img.id);
+                }
+            }
+        }
+        Ok(())
+    })
+}
+
+fn human_size(b: u64) -> String {
+    const U: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i + 1 < U.len() {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{b} B")
+    } else {
+        format!("{v:.1} {}", U[i])
     }
 }
 

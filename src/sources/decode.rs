@@ -7,7 +7,6 @@
 use super::validation::{self, FieldError, Path};
 use super::{CONFIG_HASH, FILE_SOURCE, HTTP_SOURCE};
 use crate::api::core::{Pod, PodStatus, Toleration};
-use sha2::{Digest, Sha256};
 
 /// Where a manifest came from: it goes into the UID, as upstream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -172,7 +171,7 @@ pub fn static_pod_name(name: &str, node_name: &str) -> String {
 /// restarts), then of the node and the source, as upstream does with MD5.
 /// picolet hashes with SHA-256 and keeps 128 bits: the same 32 hex digits.
 pub fn static_pod_uid(pod: &Pod, origin: Origin, node_name: &str) -> String {
-    let mut h = Sha256::new();
+    let mut h = ring::digest::Context::new(&ring::digest::SHA256);
     // serde_json of the k8s-openapi types is deterministic: fields in a fixed
     // order, maps sorted.
     match serde_json::to_vec(pod) {
@@ -188,8 +187,7 @@ pub fn static_pod_uid(pod: &Pod, origin: Origin, node_name: &str) -> String {
         }
         Origin::Url(url) => h.update(format!("url:{url}").as_bytes()),
     }
-    let digest = h.finalize();
-    digest[..16].iter().map(|b| format!("{b:02x}")).collect()
+    crate::util::hex(&h.finish().as_ref()[..16])
 }
 
 #[cfg(test)]
