@@ -6,6 +6,10 @@
 //! a trimmed CRI v1: what the kubelet side (sync, pod workers) hands to the
 //! runtime, and what the runtime reports back.
 
+pub mod cgroups;
+pub mod convert;
+pub mod mountinfo;
+pub mod spec;
 pub mod types;
 
 pub use types::*;

@@ -75,7 +75,11 @@ pub enum QosClass {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PodSandboxConfig {
     pub metadata: PodSandboxMetadata,
+    /// Empty for hostNetwork pods (the node's host name applies).
     pub hostname: String,
+    /// `<subdomain>.<ns>.svc.<clusterDomain>` when the pod has a subdomain,
+    /// else empty; the generated /etc/hosts names the pod `<hostname>.<domain>`.
+    pub host_domain: String,
     /// `/var/log/pods/<ns>_<name>_<uid>`; container log paths are relative to it.
     pub log_directory: PathBuf,
     /// `None`: the runtime gives the host's resolv.conf (dnsPolicy Default).
@@ -420,8 +424,7 @@ pub mod keys {
     pub const CONTAINER_HASH: &str = "io.kubernetes.container.hash";
     pub const CONTAINER_RESTART_COUNT: &str = "io.kubernetes.container.restartCount";
     pub const TERMINATION_MESSAGE_PATH: &str = "io.kubernetes.container.terminationMessagePath";
-    pub const TERMINATION_MESSAGE_POLICY: &str =
-        "io.kubernetes.container.terminationMessagePolicy";
+    pub const TERMINATION_MESSAGE_POLICY: &str = "io.kubernetes.container.terminationMessagePolicy";
     pub const POD_TERMINATION_GRACE_PERIOD: &str = "io.kubernetes.pod.terminationGracePeriod";
     /// Annotation: "init", "sidecar" (init with restartPolicy Always) or "regular".
     pub const CONTAINER_TYPE: &str = "io.picolet.container.type";
