@@ -542,6 +542,70 @@ mod tests {
         assert_eq!(cpu_max(0, 100_000), "max 100000");
     }
 
+    fn fake(tag: &str) -> (PathBuf, Cgroups) {
+        let base =
+            std::env::temp_dir().join(format!("picolet-cg-unit-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        let h = |d: &str, c: &[&str]| {
+            std::fs::create_dir_all(base.join(d)).unwrap();
+            Hierarchy {
+                mount_point: base.join(d),
+                controllers: c.iter().map(|s| s.to_string()).collect(),
+                v2: c.is_empty(),
+            }
+        };
+        let cg = Cgroups {
+            unified: false,
+            hierarchies: vec![
+                h("memory", &["memory"]),
+                h("pids", &["pids"]),
+                h("unified", &[]),
+            ],
+        };
+        (base, cg)
+    }
+
+    #[test]
+    fn create_and_remove_leaf_first_in_every_hierarchy() {
+        let (base, cg) = fake("tree");
+        cg.create("/root/kubepods/besteffort/pod1").unwrap();
+        cg.create("/root/kubepods/besteffort/pod1/c1").unwrap();
+        cg.create("/root/kubepods/besteffort/pod1").unwrap();
+        for h in ["memory", "pids", "unified"] {
+            assert!(base
+                .join(h)
+                .join("root/kubepods/besteffort/pod1/c1")
+                .is_dir());
+        }
+        assert!(cg.exists("/root/kubepods"));
+        cg.remove("/root/kubepods/besteffort/pod1").unwrap();
+        for h in ["memory", "pids", "unified"] {
+            assert!(!base.join(h).join("root/kubepods/besteffort/pod1").exists());
+            assert!(base.join(h).join("root/kubepods/besteffort").is_dir());
+        }
+        cg.remove("/root").unwrap();
+        cg.remove("/root").unwrap();
+        assert!(!cg.exists("/root"));
+        assert!(cg.remove("/").is_err());
+        std::fs::remove_dir_all(&base).unwrap();
+    }
+
+    #[test]
+    fn refused_writes_name_file_and_value() {
+        let (base, cg) = fake("write");
+        let r = LinuxContainerResources {
+            memory_limit_in_bytes: 1 << 26,
+            ..Default::default()
+        };
+        let e = format!("{:#}", cg.set_resources("/absent", &r).unwrap_err());
+        let file = base.join("memory/absent/memory.limit_in_bytes");
+        assert!(
+            e.contains(&format!("write \"67108864\" to {}", file.display())),
+            "{e}"
+        );
+        std::fs::remove_dir_all(&base).unwrap();
+    }
+
     #[test]
     fn keyed_values() {
         let t = "anon 10\ninactive_file 3\noom_kill 2\n";

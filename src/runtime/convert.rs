@@ -64,6 +64,7 @@ pub struct Allocatable {
 /// What the node contributes to every conversion.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct NodeContext {
+    /// This node (`spec.nodeName` of pods whose source left it empty).
     pub node_name: String,
     /// `clusterDomain` (may be empty).
     pub cluster_domain: String,
@@ -1165,12 +1166,14 @@ fn split_subscript(path: &str) -> Option<(&str, &str)> {
 }
 
 /// The value of a downward API `fieldRef` (upstream
-/// `podFieldSelectorRuntimeValue`).
+/// `podFieldSelectorRuntimeValue`). `spec.nodeName` falls back to
+/// `node_name` for a pod whose source did not set it.
 pub fn field_ref_value(
     pod: &Pod,
     api_version: Option<&str>,
     field_path: &str,
     pod_ips: &[String],
+    node_name: &str,
     host_ips: &[IpAddr],
 ) -> Result<String, ConfigError> {
     if let Some(v) = api_version.filter(|v| !v.is_empty() && *v != "v1") {
@@ -1183,7 +1186,10 @@ pub fn field_ref_value(
         "metadata.name" => pod_name(pod).into(),
         "metadata.namespace" => pod_namespace(pod).into(),
         "metadata.uid" => pod_uid(pod).into(),
-        "spec.nodeName" => spec.and_then(|s| s.node_name.clone()).unwrap_or_default(),
+        "spec.nodeName" => spec
+            .and_then(|s| s.node_name.clone())
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| node_name.to_string()),
         "spec.serviceAccountName" => spec
             .and_then(|s| s.service_account_name.clone())
             .unwrap_or_default(),
@@ -1312,6 +1318,7 @@ pub fn container_env(
                         f.api_version.as_deref(),
                         &f.field_path,
                         pod_ips,
+                        &node.node_name,
                         &node.node_ips,
                     )?
                 } else if let Some(r) = &src.resource_field_ref {

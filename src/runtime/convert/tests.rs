@@ -748,7 +748,11 @@ fn env_sources_without_api_server_fail() {
     let mut n = node();
     n.node_ips.clear();
     let p = pod(json!({}));
-    assert!(field_ref_value(&p, None, "status.hostIP", &[], &n.node_ips).is_err());
+    assert!(field_ref_value(&p, None, "status.hostIP", &[], "n1", &n.node_ips).is_err());
+    assert_eq!(
+        field_ref_value(&p, None, "spec.nodeName", &[], "n1", &n.node_ips).unwrap(),
+        "n1"
+    );
 }
 
 // --- mounts ----------------------------------------------------------------
