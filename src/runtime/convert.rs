@@ -444,7 +444,9 @@ struct PodTotals {
     memory_limits_declared: bool,
 }
 
-fn pod_totals(pod: &Pod) -> Result<PodTotals, ConfigError> {
+/// The containers' part of [`pod_totals`] (upstream
+/// `AggregateContainerRequests` / `AggregateContainerLimits`).
+fn container_totals(pod: &Pod) -> Result<PodTotals, ConfigError> {
     let mut req = Amounts::default();
     let mut lim = Amounts::default();
     let mut cpu_declared = true;
@@ -476,8 +478,21 @@ fn pod_totals(pod: &Pod) -> Result<PodTotals, ConfigError> {
         init_req = init_req.max(cr);
         init_lim = init_lim.max(cl);
     }
-    req = req.max(init_req);
-    lim = lim.max(init_lim);
+    Ok(PodTotals {
+        requests: req.max(init_req),
+        limits: lim.max(init_lim),
+        cpu_limits_declared: cpu_declared,
+        memory_limits_declared: mem_declared,
+    })
+}
+
+fn pod_totals(pod: &Pod) -> Result<PodTotals, ConfigError> {
+    let PodTotals {
+        requests: mut req,
+        limits: mut lim,
+        cpu_limits_declared: mut cpu_declared,
+        memory_limits_declared: mut mem_declared,
+    } = container_totals(pod)?;
     if let Some(p) = pod_level_resources(pod)? {
         let raw = pod.spec.as_ref().and_then(|s| s.resources.as_ref());
         let has = |which: fn(&ResourceRequirements) -> Option<&BTreeMap<String, _>>, n: &str| {
@@ -618,17 +633,9 @@ pub fn oom_score_adj(
         |req: i64| -> i64 { 1000 - ((1000i128 * req as i128) / memory_capacity as i128) as i64 };
     let mut remaining = 0i64;
     if let Some(p) = pod_level_resources(pod)? {
-        if p.requests.memory != 0 {
-            let all = init_containers(pod).iter().chain(containers(pod));
-            let mut sum = Amounts::default();
-            let mut n = 0i64;
-            for x in all {
-                sum = sum.add(container_resources(x)?.requests);
-                n += 1;
-            }
-            if n > 0 {
-                remaining = (p.requests.memory - sum.memory) / n;
-            }
+        let n = (init_containers(pod).len() + containers(pod).len()) as i64;
+        if p.requests.memory != 0 && n > 0 {
+            remaining = (p.requests.memory - container_totals(pod)?.requests.memory) / n;
         }
     }
     let mut adj = score(container_resources(c)?.requests.memory + remaining);

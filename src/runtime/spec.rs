@@ -1467,20 +1467,27 @@ pub fn container_spec(
         container: &container.metadata.name,
     };
     let user = resolve_user(sc, &image.user, passwd.as_deref(), group.as_deref(), &who)?;
-    let cri = container_cri_mounts(id, container, ctx);
-    check_propagation(&cri, &mountinfo::read()?)?;
-    if !container.termination_message_path.is_empty() {
-        create_termination_log(
-            &PodFiles::new(&ctx.pod_dir).termination_log(&container.metadata.name, id),
-        )?;
+    let files = PodFiles::new(&ctx.pod_dir);
+    for f in [files.hosts(), files.hostname(), files.resolv_conf()] {
+        if !f.is_file() {
+            return Err(other(format!(
+                "{} is missing: the pod's files are not written",
+                f.display()
+            )));
+        }
     }
-    for m in &cri {
+    for m in &container.mounts {
         // containerd creates missing bind sources as directories.
         if !m.host_path.exists() {
             std::fs::create_dir_all(&m.host_path)
                 .with_context(|| format!("create mount source {}", m.host_path.display()))?;
         }
     }
+    if !container.termination_message_path.is_empty() {
+        create_termination_log(&files.termination_log(&container.metadata.name, id))?;
+    }
+    let cri = container_cri_mounts(id, container, ctx);
+    check_propagation(&cri, &mountinfo::read()?)?;
     let mut mounts = merge_mounts(default_mounts(), &cri);
     if sc.privileged {
         // Privileged containers get writable sysfs and cgroupfs.

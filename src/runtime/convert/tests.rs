@@ -399,6 +399,10 @@ fn oom_score_adj_policy() {
         500
     );
     assert!(oom_score_adj(&p, side, QosClass::Burstable, 0).is_err());
+    // pod-level requests: the unclaimed share counts for every container
+    let p = pod(json!({"spec": {"resources": {"requests": {"memory": "2Gi"}}}}));
+    assert_eq!(qos_class(&p), QosClass::Burstable);
+    assert_eq!(score(&p, 0), 500);
 }
 
 // --- hostname, DNS -----------------------------------------------------------

@@ -572,6 +572,7 @@ fn container_spec_assembly() {
         pause_pid: Some(99),
         pod_dir: t.0.join("pod"),
     };
+    let files = PodFiles::new(&ctx.pod_dir);
     let mut c = ContainerConfig {
         metadata: types::ContainerMetadata {
             name: "app".into(),
@@ -602,6 +603,15 @@ fn container_spec_assembly() {
         env: v(&["PATH=/bin"]),
         ..Default::default()
     };
+    let e = container_spec("cid1", &sandbox_cfg(), &c, &img, &ctx, &rootfs, &host()).unwrap_err();
+    assert!(
+        e.to_string().contains("the pod's files are not written"),
+        "{e}"
+    );
+    std::fs::create_dir_all(&files.dir).unwrap();
+    for f in [files.hosts(), files.hostname(), files.resolv_conf()] {
+        std::fs::write(f, "").unwrap();
+    }
     let s = container_spec("cid1", &sandbox_cfg(), &c, &img, &ctx, &rootfs, &host()).unwrap();
     assert_eq!(s.process.args, ["/bin/sh", "-c", "id"]);
     assert_eq!(s.process.env, ["PATH=/bin", "HOSTNAME=web", "K=V"]);
