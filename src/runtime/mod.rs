@@ -6,11 +6,15 @@
 //! a trimmed CRI v1: what the kubelet side (sync, pod workers) hands to the
 //! runtime, and what the runtime reports back.
 
+pub mod cgroups;
+pub mod convert;
 pub mod events;
 pub mod exec;
 pub mod logs;
+pub mod mountinfo;
 pub mod proto;
 pub mod shim;
+pub mod spec;
 pub mod ttrpc;
 pub mod types;
 

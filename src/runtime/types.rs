@@ -75,7 +75,11 @@ pub enum QosClass {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PodSandboxConfig {
     pub metadata: PodSandboxMetadata,
+    /// Empty for hostNetwork pods (the node's host name applies).
     pub hostname: String,
+    /// `<subdomain>.<ns>.svc.<clusterDomain>` when the pod has a subdomain,
+    /// else empty; the generated /etc/hosts names the pod `<hostname>.<domain>`.
+    pub host_domain: String,
     /// `/var/log/pods/<ns>_<name>_<uid>`; container log paths are relative to it.
     pub log_directory: PathBuf,
     /// `None`: the runtime gives the host's resolv.conf (dnsPolicy Default).
