@@ -157,6 +157,7 @@ fn run(a: RunArgs) -> anyhow::Result<()> {
 /// the result, so packagers and CI can check shipped configs on the target.
 fn check_config(a: CheckConfigArgs) -> anyhow::Result<()> {
     use anyhow::Context;
+    use std::io::Write;
     let path = a.config.display();
     let text = std::fs::read_to_string(&a.config).with_context(|| format!("read config {path}"))?;
     let (cfg, warnings) = picolet::api::yaml::single(&text)
@@ -165,7 +166,8 @@ fn check_config(a: CheckConfigArgs) -> anyhow::Result<()> {
     for w in &warnings {
         eprintln!("picolet check-config: {path}: warning: {w}");
     }
-    println!("{cfg:#?}");
+    // not println!: a closed pipe (`| head`) must be an error, not a panic
+    writeln!(std::io::stdout().lock(), "{cfg:#?}").context("write to stdout")?;
     if a.strict && !warnings.is_empty() {
         anyhow::bail!("config {path}: {} warning(s) with --strict", warnings.len());
     }
