@@ -420,8 +420,7 @@ pub mod keys {
     pub const CONTAINER_HASH: &str = "io.kubernetes.container.hash";
     pub const CONTAINER_RESTART_COUNT: &str = "io.kubernetes.container.restartCount";
     pub const TERMINATION_MESSAGE_PATH: &str = "io.kubernetes.container.terminationMessagePath";
-    pub const TERMINATION_MESSAGE_POLICY: &str =
-        "io.kubernetes.container.terminationMessagePolicy";
+    pub const TERMINATION_MESSAGE_POLICY: &str = "io.kubernetes.container.terminationMessagePolicy";
     pub const POD_TERMINATION_GRACE_PERIOD: &str = "io.kubernetes.pod.terminationGracePeriod";
     /// Annotation: "init", "sidecar" (init with restartPolicy Always) or "regular".
     pub const CONTAINER_TYPE: &str = "io.picolet.container.type";
