@@ -9,8 +9,10 @@
 # and dist/SHA256SUMS over the tarballs. Needs cross/setup.sh once per machine.
 # Every binary is checked before it is packed: static (cross/build-static.sh), runs (natively or
 # under qemu-user) and reports the Cargo.toml version, and parses every shipped config.
-# Tarballs are reproducible: fixed owner, order and mtime (the last commit's time).
+# Tarball metadata is fixed (owner, order, mtime = the last commit's time): the same binary
+# and configs give a byte-identical tarball.
 set -euo pipefail
+shopt -s inherit_errexit
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"
 die() { echo "release.sh: $*" >&2; exit 1; }

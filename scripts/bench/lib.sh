@@ -7,6 +7,7 @@
 #     measured; never emit a figure that was not measured in this run.
 #   - temp state under /var/tmp/picolet-bench/ (`bench_tmpdir`), removed on exit.
 set -euo pipefail
+shopt -s inherit_errexit
 
 BENCH_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 BENCH_NAME="${BENCH_NAME:-$(basename "$0" .sh)}"
