@@ -153,8 +153,9 @@ fn walk_relative(dir: &Path) -> Result<BTreeSet<String>> {
     Ok(out)
 }
 
-/// Whether any payload file is missing from `old` or differs in content or
-/// mode (upstream compares content only; a mode change is a change too).
+/// Whether any payload file is missing from `old` or differs in content.
+/// Modes are not compared, as upstream: fsGroup ownership changes them
+/// after writing, and a pod's modes cannot change without a new pod.
 fn should_write(payload: &BTreeMap<String, FileProjection>, old: &Path) -> Result<bool> {
     for (p, f) in payload {
         let path = old.join(p);
@@ -163,7 +164,7 @@ fn should_write(payload: &BTreeMap<String, FileProjection>, old: &Path) -> Resul
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(true),
             Err(e) => return Err(e).with_context(|| format!("stat {}", path.display())),
         };
-        if !md.is_file() || md.permissions().mode() & 0o7777 != f.mode {
+        if !md.is_file() {
             return Ok(true);
         }
         let on_disk = fs::read(&path).with_context(|| format!("read {}", path.display()))?;
@@ -483,16 +484,25 @@ mod tests {
     }
 
     #[test]
-    fn mode_change_rewrites_and_stale_versions_go() {
+    fn modes_are_exact_and_stale_versions_go() {
         let d = temp("mode");
         let mut p = payload(&[("a", "1")]);
-        write(&d, &p, None).unwrap();
-        fs::create_dir(d.join("..2000_01_01_00_00_00.1")).unwrap();
-        fs::write(d.join(NEW_DATA_DIR), b"").unwrap();
         p.get_mut("a").unwrap().mode = 0o400;
-        assert!(write(&d, &p, None).unwrap());
+        write(&d, &p, None).unwrap();
         let md = fs::metadata(d.join("a")).unwrap();
         assert_eq!(md.permissions().mode() & 0o777, 0o400);
+        // A crash left an unpublished version and a stale ..data_tmp.
+        fs::create_dir(d.join("..2000_01_01_00_00_00.1")).unwrap();
+        fs::write(d.join(NEW_DATA_DIR), b"").unwrap();
+        // Only the mode differs: nothing to write (as upstream).
+        p.get_mut("a").unwrap().mode = 0o644;
+        assert!(!write(&d, &p, None).unwrap());
+        p.get_mut("a").unwrap().data = b"2".to_vec();
+        assert!(write(&d, &p, None).unwrap());
+        assert_eq!(
+            fs::metadata(d.join("a")).unwrap().permissions().mode() & 0o777,
+            0o644
+        );
         assert!(!d.join("..2000_01_01_00_00_00.1").exists());
         fs::remove_dir_all(&d).unwrap();
     }
