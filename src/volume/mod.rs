@@ -44,25 +44,50 @@ pub struct VolumeContext {
     pub allocatable: Allocatable,
 }
 
-/// Why a pod's volumes could not be set up.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// Why a pod's volumes could not be set up. `volume` is empty for a
+/// problem of the pod as a whole (its uid, fsGroup, its directory).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum VolumeError {
     /// A configMap, secret, service account token, cluster trust bundle or
     /// pod certificate: needs the API-server source.
-    #[error("{message}")]
     NeedsApiServer { volume: String, message: String },
     /// A volume type or medium picolet does not run (nfs, csi,
     /// persistentVolumeClaim, HugePages, ...).
-    #[error("volume {volume:?}: {message}")]
     Unsupported { volume: String, message: String },
     /// The spec itself is wrong (what API validation would reject).
-    #[error("volume {volume:?}: {message}")]
     Invalid { volume: String, message: String },
     /// Setting up on the host failed (hostPath type check, mount, write);
     /// may succeed on a later try. The text is upstream's FailedMount event.
-    #[error("MountVolume.SetUp failed for volume {volume:?} : {message}")]
     SetUp { volume: String, message: String },
 }
+
+impl std::fmt::Display for VolumeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            VolumeError::NeedsApiServer { message, .. } => f.write_str(message),
+            VolumeError::Unsupported { volume, message }
+            | VolumeError::Invalid { volume, message } => {
+                if volume.is_empty() {
+                    f.write_str(message)
+                } else {
+                    write!(f, "volume {volume:?}: {message}")
+                }
+            }
+            VolumeError::SetUp { volume, message } => {
+                if volume.is_empty() {
+                    write!(f, "setting up the pod's volumes failed: {message}")
+                } else {
+                    write!(
+                        f,
+                        "MountVolume.SetUp failed for volume {volume:?} : {message}"
+                    )
+                }
+            }
+        }
+    }
+}
+
+impl std::error::Error for VolumeError {}
 
 impl VolumeError {
     /// Event reason upstream records for a failed volume setup.
@@ -257,5 +282,67 @@ impl VolumeManager {
             Ok(out)
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn all(volume: &str) -> [VolumeError; 4] {
+        let (v, m) = (volume.to_string(), "why".to_string());
+        [
+            VolumeError::NeedsApiServer {
+                volume: v.clone(),
+                message: m.clone(),
+            },
+            VolumeError::Unsupported {
+                volume: v.clone(),
+                message: m.clone(),
+            },
+            VolumeError::Invalid {
+                volume: v.clone(),
+                message: m.clone(),
+            },
+            VolumeError::SetUp {
+                volume: v,
+                message: m,
+            },
+        ]
+    }
+
+    #[test]
+    fn error_texts_and_reasons() {
+        let texts: Vec<_> = all("data").iter().map(|e| e.to_string()).collect();
+        assert_eq!(
+            texts,
+            vec![
+                "why",
+                "volume \"data\": why",
+                "volume \"data\": why",
+                "MountVolume.SetUp failed for volume \"data\" : why",
+            ]
+        );
+        let texts: Vec<_> = all("").iter().map(|e| e.to_string()).collect();
+        assert_eq!(
+            texts,
+            vec![
+                "why",
+                "why",
+                "why",
+                "setting up the pod's volumes failed: why"
+            ]
+        );
+        let reasons: Vec<_> = all("x").iter().map(|e| e.waiting_reason()).collect();
+        assert_eq!(
+            reasons,
+            vec![
+                "CreateContainerConfigError",
+                "CreateContainerConfigError",
+                "CreateContainerConfigError",
+                "ContainerCreating",
+            ]
+        );
+        assert!(all("x").iter().all(|e| e.volume() == "x"));
     }
 }
