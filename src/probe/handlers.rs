@@ -311,7 +311,9 @@ async fn read_at_most(body: &mut crate::http::Body, limit: usize) -> Result<Stri
 /// anything else fails; transport errors and the timeout fail.
 pub async fn http_get(req: Request, timeout: Duration) -> Output {
     let url = req.url.to_string();
-    let client = client(timeout);
+    // The whole exchange is bounded below; single reads get a little more
+    // so that bound is what ends a slow request.
+    let client = client(timeout + Duration::from_secs(1));
     let fetched = future::or(async { Some(fetch(&client, req).await) }, async {
         Timer::after(timeout).await;
         None
@@ -382,11 +384,12 @@ pub(crate) async fn connect(
 
 /// An I/O error the way Go prints syscall errors ("connection refused").
 fn io_text(e: &std::io::Error) -> String {
-    match e.raw_os_error() {
-        Some(code) => rustix::io::Errno::from_raw_os_error(code)
-            .to_string()
-            .to_ascii_lowercase(),
-        None => e.to_string(),
+    let s = e.to_string();
+    let s = s.split(" (os error").next().unwrap_or(&s);
+    let mut c = s.chars();
+    match c.next() {
+        Some(f) => f.to_lowercase().chain(c).collect(),
+        None => String::new(),
     }
 }
 
