@@ -8,7 +8,8 @@
 //! a timeout, or a body that cannot be used is reported and changes
 //! nothing: the pods of the last good response keep running. An empty 200
 //! body means "no pods" (an empty snapshot, also reported). A body equal to
-//! the previous one is not decoded again.
+//! the previous one is not decoded again (and, unlike upstream, a bad one
+//! stays reported rather than counting as a success).
 //!
 //! Differences, on purpose: a YAML stream of several documents is refused
 //! (upstream silently reads only the first); bodies above
@@ -58,6 +59,8 @@ pub struct UrlSource {
     tx: Sender<SourceUpdate>,
     report: UrlReports,
     last_data: Option<Vec<u8>>,
+    /// Why `last_data` could not be used, if it could not.
+    last_data_error: Option<String>,
 }
 
 /// What one read gave.
@@ -94,6 +97,7 @@ impl UrlSource {
             tx,
             report: Rc::new(RefCell::new(UrlReport::default())),
             last_data: None,
+            last_data_error: None,
         }
     }
 
@@ -120,7 +124,13 @@ impl UrlSource {
             })
             .await;
             match r {
-                Ok(Read::Unchanged) => self.succeeded(),
+                // The same body again: its verdict stands (a bad body stays
+                // reported without being logged every period).
+                Ok(Read::Unchanged) => {
+                    if self.last_data_error.is_none() {
+                        self.succeeded();
+                    }
+                }
                 Ok(Read::Pods(pods, unknown, problem)) => {
                     let n = pods.len();
                     let update = SourceUpdate {
@@ -195,6 +205,7 @@ impl UrlSource {
         if data.is_empty() {
             // Upstream: an empty list, so the source counts as seen.
             self.last_data = Some(data);
+            self.last_data_error = None;
             return Ok(Read::Pods(
                 Vec::new(),
                 Vec::new(),
@@ -207,8 +218,16 @@ impl UrlSource {
         // Remembered before decoding, as upstream: the same bad body is
         // reported once, not decoded again every period.
         self.last_data = Some(data.clone());
-        let (pods, unknown) = decode_body(&data, &self.url, &self.node_name)?;
-        Ok(Read::Pods(pods, unknown, None))
+        match decode_body(&data, &self.url, &self.node_name) {
+            Ok((pods, unknown)) => {
+                self.last_data_error = None;
+                Ok(Read::Pods(pods, unknown, None))
+            }
+            Err(e) => {
+                self.last_data_error = Some(e.clone());
+                Err(e)
+            }
+        }
     }
 }
 
