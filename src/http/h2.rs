@@ -6,12 +6,14 @@
 //! stream (id 1) with HEADERS (HPACK literals, no indexing) and DATA, then
 //! reads the response HEADERS, DATA and trailers, decoding HPACK with
 //! Huffman strings and the dynamic table (RFC 7541). PING is answered,
-//! WINDOW_UPDATE tracked, received DATA credited back, GOAWAY and
-//! RST_STREAM end the call with the peer's error code.
+//! received DATA is credited back with WINDOW_UPDATE, GOAWAY (for our
+//! stream or with an error) and RST_STREAM end the call with the peer's
+//! error code.
 //!
 //! What it does not: several streams, server push (disabled in our
-//! SETTINGS), request bodies larger than the peer's initial window,
-//! priorities. The caller bounds the whole exchange with a timeout.
+//! SETTINGS), request bodies larger than the default window (the request
+//! is written whole, before the peer's SETTINGS), priorities. The caller
+//! bounds the whole exchange with a timeout.
 
 use anyhow::{bail, Context, Result};
 use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -40,6 +42,7 @@ const PRIORITY: u8 = 0x20;
 
 // Settings identifiers.
 const SETTINGS_ENABLE_PUSH: u16 = 0x2;
+#[cfg(test)]
 const SETTINGS_INITIAL_WINDOW_SIZE: u16 = 0x4;
 
 /// The protocol defaults, which are also what we advertise for receiving.
@@ -239,7 +242,6 @@ struct Conn {
     pending: Option<(Vec<u8>, bool)>,
     got_headers: bool,
     response: Option<Response>,
-    send_window: i64,
 }
 
 impl Conn {
@@ -255,16 +257,10 @@ impl Conn {
                     bail!("HTTP/2 protocol error: malformed SETTINGS");
                 }
                 if f.flags & ACK == 0 {
-                    for s in f.payload.chunks(6) {
-                        let id = u16::from_be_bytes([s[0], s[1]]);
-                        let v = u32::from_be_bytes([s[2], s[3], s[4], s[5]]);
-                        if id == SETTINGS_INITIAL_WINDOW_SIZE {
-                            self.send_window = v as i64;
-                        }
-                        // HEADER_TABLE_SIZE bounds the peer's decoder (we
-                        // never index); MAX_FRAME_SIZE can only grow above
-                        // the frames we send.
-                    }
+                    // Nothing to apply: the request went out whole with the
+                    // preface (it fits the default window and frame size),
+                    // and we never index headers, so the peer's table size
+                    // does not matter.
                     frame(reply, SETTINGS, ACK, 0, &[]);
                 }
                 Ok(false)
@@ -279,13 +275,10 @@ impl Conn {
                 Ok(false)
             }
             WINDOW_UPDATE => {
+                // Credit for sending; our request is already sent whole.
                 if f.payload.len() != 4 {
                     bail!("HTTP/2 protocol error: malformed WINDOW_UPDATE");
                 }
-                let inc =
-                    u32::from_be_bytes([f.payload[0], f.payload[1], f.payload[2], f.payload[3]])
-                        & 0x7fff_ffff;
-                self.send_window += inc as i64;
                 Ok(false)
             }
             GOAWAY => {
