@@ -363,12 +363,20 @@ pub enum RuntimeError {
     /// The pod network could not be set up (CNI failure, no config).
     #[error("network not ready: {0}")]
     NetworkNotReady(String),
+    /// The container's configuration cannot be honoured (runAsNonRoot
+    /// against a root image, ...): upstream `CreateContainerConfigError`.
+    #[error("{0}")]
+    CreateContainerConfig(String),
     /// Creating the container failed (bad spec, mount, cgroup write refused).
     #[error("{0}")]
     CreateContainer(String),
     /// Starting the process failed (binary missing, exec format error).
     #[error("{0}")]
     RunContainer(String),
+    /// An `exec_sync` command ran past its timeout and was killed (CRI
+    /// `DeadlineExceeded`; probes report it as a timeout).
+    #[error("{0}")]
+    Timeout(String),
     #[error("{0}")]
     Other(#[from] anyhow::Error),
 }
