@@ -437,7 +437,7 @@ impl Inner {
             .borrow()
             .values()
             .map(|s| s.cp.borrow())
-            .filter(|c| c.config.qos_class == QosClass::Burstable)
+            .filter(|c| !c.stopped && c.config.qos_class == QosClass::Burstable)
             .filter_map(|c| c.config.resources.as_ref().map(|r| r.cpu_shares))
             .sum();
         let [_, burstable, _] = super::convert::qos_cgroups(&self.cgroup_root);
@@ -666,6 +666,12 @@ impl Inner {
             .and_then(|()| self.cgroups.set_resources(&cgroup, &config.resources))
             .with_context(|| format!("container cgroup {cgroup}"))
             .map_err(create_err)?;
+        if !config.termination_message_path.is_empty() {
+            // Known before the spec creates it, so a failure removes it.
+            c.cp.borrow_mut().termination_log = Some(
+                spec::PodFiles::new(&sandbox.pod_dir).termination_log(&config.metadata.name, &id),
+            );
+        }
         let ctx = SandboxContext {
             netns_path: sandbox.netns.clone(),
             pause_pid: Some(sandbox.pause_pid),
@@ -687,11 +693,6 @@ impl Inner {
         s.annotations
             .insert(GROUP_ANNOTATION.into(), sandbox.id.clone());
         s.write(&bundle.dir).map_err(create_err)?;
-        if !config.termination_message_path.is_empty() {
-            c.cp.borrow_mut().termination_log = Some(
-                spec::PodFiles::new(&sandbox.pod_dir).termination_log(&config.metadata.name, &id),
-            );
-        }
         Ok(())
     }
 
@@ -1235,12 +1236,22 @@ pub(super) async fn cleanup_dead(shims: &Shims, bundle: &Bundle) -> Ended {
 async fn exec_done(pid: u32) -> bool {
     let deadline = Instant::now() + EXEC_WATCH;
     loop {
-        match std::fs::read(format!("/proc/{pid}/cmdline")) {
-            // Empty: a zombie.
-            Ok(c) if c.is_empty() => return false,
-            Ok(c) if !rules::is_runc_init(&c) => return true,
-            Ok(_) => {}
-            Err(_) => return false,
+        // Gone or a zombie: it ended. (An empty cmdline alone is not
+        // enough: it reads empty for a moment during execve.)
+        let state = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| {
+                s.rfind(')')
+                    .and_then(|i| s[i + 1..].trim_start().chars().next())
+            });
+        match state {
+            None | Some('Z') | Some('X') => return false,
+            Some(_) => {}
+        }
+        if std::fs::read(format!("/proc/{pid}/cmdline"))
+            .is_ok_and(|c| !c.is_empty() && !rules::is_runc_init(&c))
+        {
+            return true;
         }
         if Instant::now() > deadline {
             return true;
@@ -1552,12 +1563,8 @@ impl Runtime for ShimRuntime {
     async fn start_container(&self, id: &str) -> Result<(), RuntimeError> {
         let c = self.inner.container(id)?;
         let _g = c.lock.lock().await;
-        let r = self.inner.start_locked(&c).await;
-        if r.is_ok() {
-            self.inner
-                .emit(RuntimeEvent::ContainerStarted { id: id.to_string() });
-        }
-        r
+        // `ContainerStarted` comes from the shim's start event.
+        self.inner.start_locked(&c).await
     }
 
     async fn stop_container(&self, id: &str, timeout: Duration) -> Result<(), RuntimeError> {

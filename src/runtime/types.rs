@@ -355,7 +355,21 @@ pub struct ContainerFilter {
     pub state: Option<ContainerState>,
 }
 
-/// Why a runtime call failed, in the terms the kubelet reports.
+/// Why a runtime call failed, in the terms the kubelet reports. What the
+/// upstream kubelet shows for each (kuberuntime `startContainer` and
+/// `SyncPod`, with containerd's CRI), for the sync loop to copy:
+/// - `run_pod_sandbox`: `NetworkNotReady` when no CNI config or plugin is
+///   usable (upstream: pod sync error "network is not ready", event
+///   `NetworkNotReady`); any other error, a failing plugin included, is a
+///   sandbox creation failure (`CreatePodSandboxError`, event
+///   `FailedCreatePodSandBox`). Retried with back-off.
+/// - `create_container`: `CreateContainerConfig` → waiting reason
+///   `CreateContainerConfigError`; `CreateContainer` → waiting reason
+///   `CreateContainerError` (event `Failed`). No container is left.
+/// - `start_container`: `RunContainer` → waiting reason
+///   `RunContainerError` (event `Failed`); the container stays as exited
+///   with reason `StartError`, exit code 128 and the message, so it counts
+///   as a restart (last state terminated) like containerd's.
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
     #[error("not found: {0}")]
@@ -370,7 +384,8 @@ pub enum RuntimeError {
     /// Creating the container failed (bad spec, mount, cgroup write refused).
     #[error("{0}")]
     CreateContainer(String),
-    /// Starting the process failed (binary missing, exec format error).
+    /// Starting the process failed (binary missing, exec format error):
+    /// runc's message.
     #[error("{0}")]
     RunContainer(String),
     /// An `exec_sync` command ran past its timeout and was killed (CRI
