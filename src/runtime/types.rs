@@ -358,11 +358,12 @@ pub struct ContainerFilter {
 /// Why a runtime call failed, in the terms the kubelet reports. What the
 /// upstream kubelet shows for each (kuberuntime `startContainer` and
 /// `SyncPod`, with containerd's CRI), for the sync loop to copy:
-/// - `run_pod_sandbox`: `NetworkNotReady` when no CNI config or plugin is
-///   usable (upstream: pod sync error "network is not ready", event
-///   `NetworkNotReady`); any other error, a failing plugin included, is a
-///   sandbox creation failure (`CreatePodSandboxError`, event
-///   `FailedCreatePodSandBox`). Retried with back-off.
+/// - `run_pod_sandbox`: `NetworkNotReady` for every CNI failure. Upstream
+///   shows a node without a usable network (no config, plugin missing:
+///   `ShimRuntime::network_status` not ready) as the pod sync error
+///   "network is not ready" (event `NetworkNotReady`), and a plugin that
+///   failed, like any other sandbox error, as `CreatePodSandboxError`
+///   (event `FailedCreatePodSandBox` with the message). Retried with back-off.
 /// - `create_container`: `CreateContainerConfig` → waiting reason
 ///   `CreateContainerConfigError`; `CreateContainer` → waiting reason
 ///   `CreateContainerError` (event `Failed`). No container is left.
