@@ -53,6 +53,11 @@ cleanup() {
     kill "$CPID" 2>/dev/null; wait "$CPID" 2>/dev/null
   fi
   grep " $B/" /proc/mounts | awk '{print $2}' | sort -r | xargs -r -n1 umount -l 2>/dev/null
+  # ctr's containers sit in cgroup /<namespace>/<id>; runc keeps a state dir per namespace.
+  for d in /sys/fs/cgroup/*/$NS /sys/fs/cgroup/$NS; do
+    [ -d "$d" ] && find "$d" -depth -type d -exec rmdir {} + 2>/dev/null
+  done
+  rmdir /run/containerd/runc/$NS /run/containerd/runc/picolet-bench 2>/dev/null
   rm -rf "$B" "$RUN"
 }
 trap cleanup EXIT

@@ -64,7 +64,19 @@ impl Inner {
             Ok(d) => *sb.drain.borrow_mut() = Some(d),
             Err(e) => log::warn!("pod sandbox {}: {e:#}", sb.id()),
         }
-        match sb.shims.reconnect(&bundle) {
+        // BUNDLE/address, else the URL the checkpoint kept.
+        let recorded = sb.cp.borrow().shim_url.clone();
+        let shim = sb
+            .shims
+            .reconnect(&bundle)
+            .and_then(|s| match (s, recorded) {
+                (Some(s), _) => Ok(Some(s)),
+                (None, Some(url)) => Ok(Some(
+                    sb.shims.attach(super::shim::parse_start_output(&url)?),
+                )),
+                (None, None) => Ok(None),
+            });
+        match shim {
             Ok(s) => *sb.shim.borrow_mut() = s,
             Err(e) => log::warn!("pod sandbox {}: {e:#}", sb.id()),
         }
