@@ -18,7 +18,7 @@ pub mod rules;
 pub mod service;
 pub mod shim;
 pub mod spec;
-pub mod state;
+mod state;
 pub mod ttrpc;
 pub mod types;
 
