@@ -315,3 +315,62 @@ fn concurrent_pulls_coalesce_into_one_download() {
     );
     assert_eq!(svc.list().unwrap().len(), 2);
 }
+
+/// An archive for a mixed fleet: an index with no manifest for this machine
+/// is skipped with a warning and the other images still come in; an archive
+/// holding only such an index fails, naming the platforms it has.
+#[test]
+fn images_for_other_platforms_are_skipped() {
+    registry(); // the test images are built by the same setup
+    let root = TestRoot::new("import-foreign");
+    let src = std::path::Path::new("/var/tmp/picolet-images/oci");
+    let idx: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(src.join("index.json")).unwrap()).unwrap();
+    let entries = idx["manifests"].as_array().unwrap();
+    let by_name = |n: &str| {
+        entries
+            .iter()
+            .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == n)
+            .unwrap()
+            .clone()
+    };
+    // the busybox index, re-labelled as s390x only
+    let bi = by_name("busybox-index");
+    let bdig = bi["digest"].as_str().unwrap();
+    let mut inner: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(src.join("blobs/sha256").join(&bdig[7..])).unwrap())
+            .unwrap();
+    inner["manifests"][0]["platform"] = serde_json::json!({"architecture": "s390x", "os": "linux"});
+    let body = serde_json::to_vec(&inner).unwrap();
+    let fdig = format!("sha256:{}", sha256_hex(&body));
+    let mut foreign = bi.clone();
+    foreign["digest"] = fdig.clone().into();
+    foreign["size"] = body.len().into();
+    foreign["annotations"]["org.opencontainers.image.ref.name"] = "foreign".into();
+
+    let layout = |dir: &str, list: Vec<serde_json::Value>| {
+        let d = root.path(dir);
+        sh("cp", &["-a", src.to_str().unwrap(), d.to_str().unwrap()]);
+        std::fs::write(d.join("blobs/sha256").join(&fdig[7..]), &body).unwrap();
+        let ix = serde_json::json!({"schemaVersion": 2, "manifests": list});
+        std::fs::write(d.join("index.json"), serde_json::to_vec(&ix).unwrap()).unwrap();
+        let t = root.path(&format!("{dir}.tar"));
+        tar_dir(&d, &t);
+        t
+    };
+    let mixed = layout("mixed", vec![by_name("httpd"), foreign.clone()]);
+    let only = layout("only", vec![foreign]);
+
+    let cfg = root.config(None, None, "");
+    let svc = root.service(&cfg);
+    let imgs = block_on(svc.import(&mixed)).unwrap();
+    assert_eq!(imgs.len(), 1, "{imgs:?}");
+    assert!(svc.get("httpd").unwrap().is_some());
+    assert!(svc.get("foreign").unwrap().is_none());
+
+    let e = format!("{:#}", block_on(svc.import(&only)).unwrap_err());
+    assert!(
+        e.contains("(foreign): no manifest for linux/") && e.contains("has linux/s390x"),
+        "{e}"
+    );
+}

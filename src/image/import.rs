@@ -274,7 +274,7 @@ fn oci_images(svc: &ImageService, ix: &[u8]) -> Result<Vec<Found>> {
         Parsed::Index(i) => i,
         Parsed::Manifest(_) => bail!("index.json is not an index"),
     };
-    let mut out = Vec::new();
+    let (mut out, mut skipped) = (Vec::new(), Vec::new());
     for d in &index.manifests {
         let name = d
             .annotations
@@ -295,8 +295,14 @@ fn oci_images(svc: &ImageService, ix: &[u8]) -> Result<Vec<Found>> {
             .with_context(|| format!("manifest {} missing from the archive", desc.digest))?;
         let mut parsed = registry::parse_manifest(&desc.media_type, &body)?;
         if let Parsed::Index(i) = &parsed {
-            let k = choose_platform(&i.manifests, &host_platform())
-                .with_context(|| format!("index {}: no manifest for this platform", desc.digest))?;
+            let Some(k) = choose_platform(&i.manifests, &host_platform()) else {
+                // A multi-image archive may carry images for other machines
+                // (one tarball for a mixed fleet): skip those, keep the rest.
+                let e = no_platform_error(&desc.digest, name, &i.manifests);
+                log::warn!("{e}; skipped");
+                skipped.push(e);
+                continue;
+            };
             desc = i.manifests[k].clone();
             body = svc
                 .store
@@ -323,7 +329,36 @@ fn oci_images(svc: &ImageService, ix: &[u8]) -> Result<Vec<Found>> {
                 .collect(),
         });
     }
+    if out.is_empty() && !skipped.is_empty() {
+        bail!("{}", skipped.join("; "));
+    }
     Ok(out)
+}
+
+/// "index sha256:.. (name): no manifest for linux/arm64/v8 (has linux/amd64)".
+fn no_platform_error(digest: &str, name: Option<&String>, entries: &[Descriptor]) -> String {
+    let fmt = |p: &registry::Platform| {
+        let mut s = format!("{}/{}", p.os, p.architecture);
+        if !p.variant.is_empty() {
+            s = format!("{s}/{}", p.variant);
+        }
+        s
+    };
+    let has: Vec<String> = entries
+        .iter()
+        .filter_map(|d| d.platform.as_ref())
+        .map(fmt)
+        .collect();
+    let name = name.map(|n| format!(" ({n})")).unwrap_or_default();
+    format!(
+        "index {digest}{name}: no manifest for {} (has {})",
+        fmt(&host_platform()),
+        if has.is_empty() {
+            "none with a platform".to_string()
+        } else {
+            has.join(", ")
+        }
+    )
 }
 
 async fn commit(svc: &ImageService, f: Found) -> Result<Image> {
