@@ -14,7 +14,12 @@
 
 pub mod actions;
 pub mod backoff;
+pub mod gc;
 pub mod hash;
+pub mod kubelet;
+pub mod pleg;
+pub mod state;
+pub mod workers;
 
 use crate::runtime::{keys, ContainerState, ContainerStatus, PodSandboxStatus, SandboxState};
 use jiff::Timestamp;
