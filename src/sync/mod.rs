@@ -19,6 +19,7 @@ pub mod hash;
 pub mod kubelet;
 pub mod pleg;
 pub mod state;
+pub mod syncloop;
 pub mod workers;
 
 use crate::runtime::{keys, ContainerState, ContainerStatus, PodSandboxStatus, SandboxState};
@@ -133,3 +134,8 @@ pub struct ProbeResults {
     pub readiness: BTreeMap<String, ProbeResult>,
     pub startup: BTreeMap<String, ProbeResult>,
 }
+
+#[cfg(test)]
+mod fake;
+#[cfg(test)]
+mod tests;

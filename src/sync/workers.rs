@@ -244,6 +244,25 @@ impl PodWorkers {
         w.pending
     }
 
+    /// Takes over a pod the runtime runs but no source wants (found by
+    /// housekeeping, e.g. after its manifest went while picolet was down):
+    /// it is terminated and removed like a pod whose manifest was deleted.
+    /// Returns false when the UID already has a worker.
+    pub fn adopt_orphan(&mut self, pod: Rc<Pod>) -> bool {
+        let uid = uid_of(&pod);
+        if uid.is_empty() || self.workers.contains_key(&uid) {
+            return false;
+        }
+        let mut w = PodWorker::new(pod, false);
+        w.started = true;
+        w.removed = true;
+        w.kill = Some(None);
+        self.seq.insert(uid.clone(), self.next_seq);
+        self.next_seq += 1;
+        self.workers.insert(uid, w);
+        true
+    }
+
     /// Marks `uid` busy when it has pending work and no task yet; returns
     /// whether the caller must start a task for it.
     pub fn mark_working(&mut self, uid: &str) -> bool {
@@ -668,6 +687,19 @@ mod tests {
         assert_eq!(ws.due(now + Duration::from_secs(2)), vec!["u1".to_string()]);
         assert_eq!(ws.next_timer(), None);
         assert_eq!(kind(&ws.next_work("u1")), "sync");
+    }
+
+    #[test]
+    fn orphans_are_terminated_and_removed() {
+        let mut ws = PodWorkers::new();
+        assert!(ws.adopt_orphan(pod("gone", "u9")));
+        assert!(!ws.adopt_orphan(pod("gone", "u9")));
+        assert!(ws.mark_working("u9"));
+        assert_eq!(
+            drain(&mut ws, "u9", Outcome::Done),
+            vec!["terminating", "terminated", "remove", "none"]
+        );
+        assert_eq!(ws.housekeep().1, vec!["u9".to_string()]);
     }
 
     #[test]
