@@ -21,6 +21,7 @@ enum Cmd {
     Run(RunArgs),
     Pause(PauseArgs),
     Images(ImagesArgs),
+    CheckConfig(CheckConfigArgs),
 }
 
 /// Run the node agent.
@@ -140,6 +141,19 @@ struct ImagesImport {
     file: PathBuf,
 }
 
+/// Check a KubeletConfiguration file and print the effective config.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "check-config")]
+struct CheckConfigArgs {
+    #[argh(option, description = "the KubeletConfiguration file to check")]
+    config: PathBuf,
+    #[argh(
+        switch,
+        description = "also fail on warnings (unknown or ignored fields)"
+    )]
+    strict: bool,
+}
+
 fn main() -> ExitCode {
     let cli: Cli = argh::from_env();
     if cli.version {
@@ -148,7 +162,9 @@ fn main() -> ExitCode {
     }
     let res = match cli.cmd {
         None => {
-            eprintln!("picolet: a subcommand is required (run, pause, images); see --help");
+            eprintln!(
+                "picolet: a subcommand is required (run, pause, images, check-config); see --help"
+            );
             return ExitCode::from(2);
         }
         Some(Cmd::Pause(_)) => {
@@ -160,6 +176,7 @@ fn main() -> ExitCode {
         }
         Some(Cmd::Run(a)) => run(a),
         Some(Cmd::Images(a)) => images(a),
+        Some(Cmd::CheckConfig(a)) => check_config(a),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,
@@ -258,4 +275,25 @@ fn run(a: RunArgs) -> anyhow::Result<()> {
         cfg.node_name
     );
     Err(anyhow::anyhow!("picolet run: not built yet"))
+}
+
+/// Parses the file as `run` would (same defaults and validation) and prints
+/// the result, so packagers and CI can check shipped configs on the target.
+fn check_config(a: CheckConfigArgs) -> anyhow::Result<()> {
+    use anyhow::Context;
+    use std::io::Write;
+    let path = a.config.display();
+    let text = std::fs::read_to_string(&a.config).with_context(|| format!("read config {path}"))?;
+    let (cfg, warnings) = picolet::api::yaml::single(&text)
+        .and_then(|v| picolet::config::KubeletConfig::from_value(&v))
+        .with_context(|| format!("config {path}"))?;
+    for w in &warnings {
+        eprintln!("picolet check-config: {path}: warning: {w}");
+    }
+    // not println!: a closed pipe (`| head`) must be an error, not a panic
+    writeln!(std::io::stdout().lock(), "{cfg:#?}").context("write to stdout")?;
+    if a.strict && !warnings.is_empty() {
+        anyhow::bail!("config {path}: {} warning(s) with --strict", warnings.len());
+    }
+    Ok(())
 }
