@@ -16,6 +16,7 @@ pub mod actions;
 pub mod backoff;
 pub mod gc;
 pub mod hash;
+pub mod hooks;
 pub mod kubelet;
 pub mod pleg;
 pub mod state;
