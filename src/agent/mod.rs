@@ -23,7 +23,7 @@ use crate::runtime::{Runtime, RuntimeEvent};
 use crate::stats::machine::MachineInfo;
 use crate::status::StatusManager;
 use crate::sync::backoff::BackoffParams;
-use crate::sync::kubelet::{Hooks, Kubelet, Prober, SyncConfig, Volumes};
+use crate::sync::kubelet::{Hooks, Kubelet, Prober, SyncConfig};
 use crate::sync::pleg::{Pleg, RELIST_PERIOD};
 use crate::sync::state::BackoffState;
 use crate::sync::syncloop::{self, Exit, Health, LoopInputs};
@@ -51,7 +51,6 @@ pub struct Agent {
 pub struct Extensions {
     pub hooks: Rc<dyn Hooks>,
     pub prober: Rc<dyn Prober>,
-    pub volumes: Rc<dyn Volumes>,
     /// Pods to sync again after a probe result changed.
     pub probe_updates: Receiver<String>,
 }
@@ -179,7 +178,7 @@ impl Agent {
             self.images.clone(),
             ext.hooks,
             ext.prober,
-            ext.volumes,
+            Rc::new(crate::volume::VolumeManager::new(self.cfg.pods_dir())),
             self.node.clone(),
             SyncConfig {
                 sync_frequency: kc.sync_frequency,

@@ -2,10 +2,9 @@
 //! orchestration (ordering of starts, kills, hooks, back-off, GC). The
 //! real runtime is exercised by the integration tests.
 
-use super::kubelet::{HookCall, Hooks, Images, Prober, Volumes};
+use super::kubelet::{HookCall, Hooks, Images, Prober};
 use super::ProbeResults;
 use crate::api::core::{Pod, PodStatus};
-use crate::runtime::convert::VolumePath;
 use crate::runtime::*;
 use futures_lite::future::BoxedLocal;
 use std::cell::RefCell;
@@ -432,17 +431,5 @@ impl Prober for NoProbes {
     fn update_status(&self, _pod: &Rc<Pod>, _status: &PodStatus) {}
     fn results(&self, _uid: &str) -> ProbeResults {
         ProbeResults::default()
-    }
-}
-
-/// Volumes: none to set up.
-pub struct NoVolumes;
-
-impl Volumes for NoVolumes {
-    fn setup_pod(&self, _pod: Rc<Pod>) -> BoxedLocal<Result<BTreeMap<String, VolumePath>, String>> {
-        Box::pin(async { Ok(BTreeMap::new()) })
-    }
-    fn teardown_pod(&self, _pod: Rc<Pod>) -> BoxedLocal<Result<(), String>> {
-        Box::pin(async { Ok(()) })
     }
 }

@@ -8,8 +8,7 @@
 //! here blocks: runtime calls are async, file work goes to `smol::unblock`.
 //!
 //! Seams for modules built elsewhere: [`Images`] (the image service),
-//! [`Hooks`] (postStart/preStop handlers), [`Prober`] (probe results),
-//! [`Volumes`] (the volume manager).
+//! [`Hooks`] (postStart/preStop handlers), [`Prober`] (probe results).
 
 use super::actions::{
     compute_pod_actions, format_pod, is_sidecar, kill_grace_period, termination_order, KillReason,
@@ -31,11 +30,12 @@ use crate::runtime::{
     SandboxState,
 };
 use crate::status::{generate_pod_status, StatusInput, StatusManager, Waiting, WaitingReason};
+use crate::volume::{VolumeContext, VolumeError, VolumeManager};
 use futures_lite::future::BoxedLocal;
 use futures_lite::FutureExt;
 use jiff::Timestamp;
 use std::cell::RefCell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -93,14 +93,6 @@ pub trait Prober {
     fn results(&self, uid: &str) -> ProbeResults;
 }
 
-/// The volume manager as the pod workers see it.
-pub trait Volumes {
-    /// Makes the pod's volumes available; volume name → host path.
-    fn setup_pod(&self, pod: Rc<Pod>) -> BoxedLocal<Result<BTreeMap<String, VolumePath>, String>>;
-    /// Releases them (the pod's containers are stopped).
-    fn teardown_pod(&self, pod: Rc<Pod>) -> BoxedLocal<Result<(), String>>;
-}
-
 // ---------------------------------------------------------------------------
 
 /// Settings of the pod workers.
@@ -125,6 +117,8 @@ pub struct SyncConfig {
 struct PodCache {
     waiting: BTreeMap<String, Waiting>,
     blocked: Option<String>,
+    /// The waiting reasons came from a volume error.
+    volume_error: bool,
 }
 
 /// Everything the pod workers share.
@@ -133,13 +127,15 @@ pub struct Kubelet<R: Runtime, I: Images> {
     pub images: Rc<I>,
     pub hooks: Rc<dyn Hooks>,
     pub prober: Rc<dyn Prober>,
-    pub volumes: Rc<dyn Volumes>,
+    pub volumes: Rc<VolumeManager>,
     pub node: NodeContext,
     pub cfg: SyncConfig,
     pub status: Rc<RefCell<StatusManager>>,
     pub backoff: Rc<BackoffState>,
     pub workers: RefCell<PodWorkers>,
     cache: RefCell<BTreeMap<String, PodCache>>,
+    /// An orphan directory clean-up runs.
+    cleaning: std::cell::Cell<bool>,
     /// Tells the sync loop that a worker finished a step (timers changed).
     wake: smol::channel::Sender<()>,
 }
@@ -228,7 +224,7 @@ impl<R: Runtime + 'static, I: Images + 'static> Kubelet<R, I> {
         images: Rc<I>,
         hooks: Rc<dyn Hooks>,
         prober: Rc<dyn Prober>,
-        volumes: Rc<dyn Volumes>,
+        volumes: Rc<VolumeManager>,
         node: NodeContext,
         cfg: SyncConfig,
         status: Rc<RefCell<StatusManager>>,
@@ -247,6 +243,7 @@ impl<R: Runtime + 'static, I: Images + 'static> Kubelet<R, I> {
             backoff,
             workers: RefCell::new(PodWorkers::new()),
             cache: RefCell::new(BTreeMap::new()),
+            cleaning: std::cell::Cell::new(false),
             wake,
         })
     }
@@ -427,6 +424,57 @@ impl<R: Runtime + 'static, I: Images + 'static> Kubelet<R, I> {
         }
     }
 
+    /// A volume problem: a spec that no retry fixes puts every container
+    /// that should start into CreateContainerConfigError (the error as its
+    /// message); a host-side failure leaves them ContainerCreating with
+    /// upstream's FailedMount text as the message.
+    fn volume_error(&self, pod: &Pod, rt: &PodRuntimeStatus, e: &VolumeError) {
+        if let VolumeError::SetUp { .. } = e {
+            self.set_blocked(pod, Some(format!("Unable to attach or mount volumes: {e}")));
+            return;
+        }
+        self.set_blocked(pod, None);
+        let (inits, regular) = spec_containers(pod);
+        for c in inits.iter().chain(regular) {
+            let running = rt
+                .find(&c.name)
+                .is_some_and(|s| s.state == ContainerState::Running);
+            if !running {
+                self.set_waiting(
+                    pod,
+                    &c.name,
+                    Some(waiting(
+                        WaitingReason::CreateContainerConfigError,
+                        e.to_string(),
+                    )),
+                );
+            }
+        }
+        self.cache
+            .borrow_mut()
+            .entry(uid(pod).to_string())
+            .or_default()
+            .volume_error = true;
+    }
+
+    /// Volumes work again: drop the waiting reasons a volume error set.
+    fn clear_volume_errors(&self, pod: &Pod) {
+        let mut cache = self.cache.borrow_mut();
+        let Some(c) = cache.get_mut(uid(pod)) else {
+            return;
+        };
+        if std::mem::take(&mut c.volume_error) {
+            c.waiting
+                .retain(|_, w| w.reason != WaitingReason::CreateContainerConfigError);
+        }
+        if c.blocked
+            .as_deref()
+            .is_some_and(|m| m.starts_with("Unable to attach or mount volumes"))
+        {
+            c.blocked = None;
+        }
+    }
+
     // -- SyncPod -------------------------------------------------------------
 
     /// Upstream `SyncPod`: status first (a terminal pod stops here), then
@@ -459,12 +507,17 @@ impl<R: Runtime + 'static, I: Images + 'static> Kubelet<R, I> {
             log::warn!("sync pod {}: pod directory: {e}", format_pod(pod));
             return retry(self.cfg.retry_period);
         }
-        let volumes = match self.volumes.setup_pod(pod.clone()).await {
-            Ok(v) => v,
+        let ctx = VolumeContext {
+            allocatable: self.node.allocatable,
+        };
+        let volumes = match self.volumes.setup_pod(pod, &ctx).await {
+            Ok(v) => {
+                self.clear_volume_errors(pod);
+                v
+            }
             Err(e) => {
-                let msg = format!("Unable to attach or mount volumes: {e}");
-                log::warn!("sync pod {}: {msg}", format_pod(pod));
-                self.set_blocked(pod, Some(msg));
+                log::warn!("sync pod {}: volumes: {e}", format_pod(pod));
+                self.volume_error(pod, &rt, &e);
                 self.refresh_status(pod, &probes).await;
                 return retry(self.cfg.retry_period);
             }
@@ -1062,12 +1115,11 @@ impl<R: Runtime + 'static, I: Images + 'static> Kubelet<R, I> {
         Ok(())
     }
 
-    /// Upstream `SyncTerminatedPod`: release the volumes.
+    /// Upstream `SyncTerminatedPod`: release the volumes (the pod's other
+    /// files stay while it is known).
     pub async fn sync_terminated_pod(self: &Rc<Self>, pod: &Rc<Pod>) -> anyhow::Result<()> {
-        self.volumes
-            .teardown_pod(pod.clone())
-            .await
-            .map_err(|e| anyhow::anyhow!("volumes: {e}"))
+        self.volumes.teardown_volumes(uid(pod)).await?;
+        Ok(())
     }
 
     /// The pod is gone from every source: remove its containers, sandboxes,
@@ -1078,10 +1130,9 @@ impl<R: Runtime + 'static, I: Images + 'static> Kubelet<R, I> {
         if errors > 0 {
             anyhow::bail!("{errors} runtime objects could not be removed");
         }
+        self.volumes.teardown_pod(uid(pod)).await?;
         let logs = pod_log_directory(&self.cfg.pod_logs_dir, pod);
-        let dir = self.cfg.pods_dir.join(uid(pod));
         smol::unblock(move || -> anyhow::Result<()> {
-            remove_dir_unless_mounted(&dir)?;
             match std::fs::remove_dir_all(&logs) {
                 Ok(()) => Ok(()),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -1126,6 +1177,28 @@ impl<R: Runtime + 'static, I: Images + 'static> Kubelet<R, I> {
         errors
     }
 
+    /// Tears down pod directories no worker and no source knows (pods that
+    /// went while picolet was down), in the background; one run at a time.
+    pub fn cleanup_orphan_dirs(self: &Rc<Self>, wanted: BTreeSet<String>) {
+        if self.cleaning.replace(true) {
+            return;
+        }
+        let mut known = wanted;
+        known.extend(self.workers.borrow().iter().map(|(u, _)| u.clone()));
+        let this = self.clone();
+        crate::rt::spawn(async move {
+            let r = this.volumes.cleanup_orphans(&known).await;
+            for uid in &r.removed {
+                log::info!("removed the directory of pod {uid} (no longer known)");
+            }
+            for e in &r.failed {
+                log::warn!("{e}");
+            }
+            this.cleaning.set(false);
+        })
+        .detach();
+    }
+
     /// Forgets a pod's per-pod memory (after its worker is gone).
     pub fn forget(&self, uid: &str) {
         self.cache.borrow_mut().remove(uid);
@@ -1154,24 +1227,6 @@ fn remaining(grace: i64, t0: Instant) -> Duration {
     total
         .saturating_sub(t0.elapsed())
         .max(Duration::from_secs(MIN_GRACE_PERIOD_SECONDS as u64))
-}
-
-/// Removes a pod directory, refusing when something is mounted below it
-/// (a volume the volume manager did not release: deleting through a
-/// mount would destroy data that is not the pod's).
-fn remove_dir_unless_mounted(dir: &std::path::Path) -> anyhow::Result<()> {
-    if !dir.exists() {
-        return Ok(());
-    }
-    let mounts = crate::runtime::mountinfo::read()?;
-    if let Some(m) = mounts.iter().find(|m| m.mount_point.starts_with(dir)) {
-        anyhow::bail!(
-            "{} still has a mount at {}; not removed",
-            dir.display(),
-            m.mount_point.display()
-        );
-    }
-    std::fs::remove_dir_all(dir).map_err(|e| anyhow::anyhow!("remove {}: {e}", dir.display()))
 }
 
 #[cfg(test)]

@@ -352,6 +352,8 @@ fn housekeeping<R: Runtime + 'static, I: Images + 'static>(
                 k.ensure_worker(&uid);
             }
         }
+        // After the adoption: an orphan's worker still needs its directory.
+        k.cleanup_orphan_dirs(wanted);
     }
     k.backoff.gc(jiff::Timestamp::now());
 }

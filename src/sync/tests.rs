@@ -73,7 +73,7 @@ fn setup_with(_name: &str, dir: PathBuf, calls: Calls, rt: Rc<FakeRuntime>) -> S
             calls: calls.clone(),
         }),
         Rc::new(NoProbes),
-        Rc::new(NoVolumes),
+        Rc::new(crate::volume::VolumeManager::new(dir.join("pods"))),
         node,
         SyncConfig {
             sync_frequency: Duration::from_secs(60),
