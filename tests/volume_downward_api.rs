@@ -194,7 +194,7 @@ fn api_backed_sources_are_not_runnable_yet() {
             "couldn't get a service account token for volume \"token\", no kubeClient defined",
         ),
         (
-            "{name: mixed, projected: {sources: [{downwardAPI: {items: [{path: n, fieldRef: {fieldPath: metadata.name}}]}}, {secret: {name: s}}]}}",
+            "{name: mixed, projected: {sources: [{downwardAPI: {items: [{path: name, fieldRef: {fieldPath: metadata.name}}]}}, {secret: {name: s}}]}}",
             "couldn't get secret ns1/s for volume \"mixed\", no kubeClient defined",
         ),
         (

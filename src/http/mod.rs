@@ -8,6 +8,7 @@
 //! Redirects are not followed here: the caller decides (a registry client
 //! must not send credentials to another host).
 
+pub mod h2;
 mod tls;
 mod url;
 
@@ -209,15 +210,16 @@ fn request_head(req: &Request, ua: &str) -> String {
     } else {
         u.host.clone()
     };
-    let mut h = format!(
-        "{} {} HTTP/1.1\r\nHost: {}",
-        req.method, u.path_and_query, host
-    );
-    if u.port != default_port {
-        h += &format!(":{}", u.port);
-    }
-    h += "\r\n";
     let has = |n: &str| req.headers.iter().any(|(k, _)| k.eq_ignore_ascii_case(n));
+    let mut h = format!("{} {} HTTP/1.1\r\n", req.method, u.path_and_query);
+    // A caller's Host header (probes allow one) replaces the URL's.
+    if !has("host") {
+        h += &format!("Host: {host}");
+        if u.port != default_port {
+            h += &format!(":{}", u.port);
+        }
+        h += "\r\n";
+    }
     if !has("user-agent") {
         h += &format!("User-Agent: {ua}\r\n");
     }
@@ -599,6 +601,12 @@ mod tests {
         assert!(h.contains("Accept: x\r\n") && h.ends_with("Connection: close\r\n\r\n"));
         let u = Url::parse("https://example.com/x").unwrap();
         assert!(request_head(&Request::get(u), "ua").contains("Host: example.com\r\n"));
+        let u = Url::parse("http://10.0.0.1:8080/x").unwrap();
+        let h = request_head(&Request::get(u).header("Host", "web.local"), "ua");
+        assert!(
+            h.contains("\r\nHost: web.local\r\n") && !h.contains("10.0.0.1"),
+            "{h}"
+        );
     }
 
     /// Serves one canned response on an ephemeral loopback port.

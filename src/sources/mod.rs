@@ -16,6 +16,7 @@
 pub mod decode;
 pub mod defaults;
 pub mod file;
+pub mod url;
 pub mod validation;
 
 use crate::api::core::Pod;
@@ -349,6 +350,8 @@ pub struct Sources {
     pub names: Vec<&'static str>,
     /// Problems with static pod files, by file (for status and events).
     pub file_reports: Option<file::ManifestReports>,
+    /// The state of the `staticPodURL` source (last error, failures).
+    pub url_report: Option<url::UrlReports>,
     _tasks: Vec<smol::Task<()>>,
 }
 
@@ -359,7 +362,7 @@ impl Sources {
     }
 }
 
-/// Starts the configured sources (today: `staticPodPath`) and the merger on
+/// Starts the configured sources (`staticPodPath`, `staticPodURL`) and the merger on
 /// the current thread's executor. Dropping the returned value stops them.
 pub fn start(cfg: &crate::config::KubeletConfig, node_name: &str) -> Sources {
     let (snap_tx, snap_rx) = smol::channel::unbounded();
@@ -381,6 +384,19 @@ pub fn start(cfg: &crate::config::KubeletConfig, node_name: &str) -> Sources {
         names.push(FILE_SOURCE);
         tasks.push(crate::rt::spawn(src.run()));
     }
+    let mut url_report = None;
+    if let Some(u) = &cfg.static_pod_url {
+        let src = url::UrlSource::new(
+            u,
+            &cfg.static_pod_url_header,
+            node_name,
+            cfg.http_check_frequency,
+            snap_tx.clone(),
+        );
+        url_report = Some(src.reports());
+        names.push(HTTP_SOURCE);
+        tasks.push(crate::rt::spawn(src.run()));
+    }
     drop(snap_tx);
     tasks.push(crate::rt::spawn(run_merger(
         config.clone(),
@@ -392,6 +408,7 @@ pub fn start(cfg: &crate::config::KubeletConfig, node_name: &str) -> Sources {
         config,
         names,
         file_reports,
+        url_report,
         _tasks: tasks,
     }
 }
