@@ -29,7 +29,6 @@ use crate::sync::state::BackoffState;
 use crate::sync::syncloop::{self, Exit, Health, LoopInputs};
 use anyhow::{Context, Result};
 use futures_lite::StreamExt;
-use serde_json::Value;
 use smol::channel::Receiver;
 use std::cell::RefCell;
 use std::collections::HashSet;
@@ -51,36 +50,36 @@ pub struct Agent {
 pub struct Extensions {
     pub hooks: Rc<dyn Hooks>,
     pub prober: Rc<dyn Prober>,
-    /// Pods to sync again after a probe result changed.
-    pub probe_updates: Receiver<String>,
+    /// Probe results that changed.
+    pub probe_updates: Receiver<crate::probe::ProbeUpdate>,
 }
 
 /// What the local HTTP API serves (`/healthz`, `/pods`, `/runningpods`,
-/// `/spec`).
-#[derive(Clone)]
-pub struct LocalApi {
+/// `/spec`): the server's [`crate::server::Host`].
+pub struct LocalApi<R> {
     pub status: Rc<RefCell<StatusManager>>,
-    pub pleg: Rc<Pleg>,
+    pub runtime: Rc<R>,
     pub health: Rc<Health>,
     pub machine: Rc<MachineInfo>,
 }
 
-impl LocalApi {
-    /// `/healthz`: Ok, or why not.
-    pub fn healthz(&self) -> Result<(), String> {
+impl<R: Runtime> crate::server::Host for LocalApi<R> {
+    fn sync_loop_health(&self) -> Result<(), String> {
         self.health.check()
     }
-    /// `/pods`: a v1 PodList of the pods the sources want, with status.
-    pub fn pods(&self) -> Value {
-        self.status.borrow().pod_list()
+    fn pods(&self) -> Vec<crate::api::core::Pod> {
+        self.status.borrow().pods()
     }
-    /// `/runningpods`: a v1 PodList of what the runtime runs.
-    pub fn running_pods(&self) -> Value {
-        crate::status::manager::running_pod_list(&self.pleg.snapshot.borrow())
+    async fn running_pods(&self) -> Result<Vec<crate::api::core::Pod>> {
+        let sandboxes = self.runtime.list_pod_sandboxes().await?;
+        let containers = self
+            .runtime
+            .list_containers(&crate::runtime::ContainerFilter::default())
+            .await?;
+        Ok(crate::server::running_pods(&sandboxes, &containers))
     }
-    /// `/spec`: cAdvisor's MachineInfo.
-    pub fn spec(&self) -> Value {
-        serde_json::to_value(&*self.machine).unwrap_or(Value::Null)
+    fn machine_info(&self) -> MachineInfo {
+        (*self.machine).clone()
     }
 }
 
@@ -159,14 +158,13 @@ impl Agent {
         })
     }
 
-    /// Runs the node agent on `runtime` until SIGTERM/SIGINT; `serve`
-    /// starts the local HTTP API. Returns how the loop ended.
+    /// Runs the node agent on `runtime` until SIGTERM/SIGINT. Returns how
+    /// the loop ended.
     pub async fn run<R: Runtime + 'static>(
         self,
         runtime: Rc<R>,
         runtime_events: Option<Receiver<RuntimeEvent>>,
         ext: Extensions,
-        serve: impl FnOnce(LocalApi) -> Result<Vec<smol::Task<()>>>,
     ) -> Result<Exit> {
         let kc = &self.cfg.kubelet;
         let backoff = BackoffState::load(&self.cfg.state_dir(), BackoffParams::from_config(kc));
@@ -207,13 +205,13 @@ impl Agent {
         let _gc = crate::rt::spawn(image_gc(self.images.clone(), pleg.clone()));
 
         let health = Health::new(pleg.clone(), kc.sync_frequency);
-        let api = LocalApi {
+        let api = Rc::new(LocalApi {
             status: status.clone(),
-            pleg: pleg.clone(),
+            runtime: runtime.clone(),
             health: health.clone(),
             machine: self.machine.clone(),
-        };
-        let _servers = serve(api)?;
+        });
+        let _servers = crate::server::start(kc, api)?;
 
         let (stop_tx, stop_rx) = smol::channel::bounded(1);
         let mut signals =

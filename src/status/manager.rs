@@ -174,35 +174,6 @@ pub fn pod_list(items: Vec<Pod>) -> Value {
     })
 }
 
-/// `/runningpods`: what the runtime runs, as a v1 `PodList` of pods with
-/// only their name, namespace, UID and running containers (name, image),
-/// as upstream builds it from the runtime.
-pub fn running_pod_list(snapshot: &crate::sync::pleg::Snapshot) -> Value {
-    let items: Vec<Value> = snapshot
-        .running()
-        .into_iter()
-        .map(|(uid, p)| {
-            let containers: Vec<Value> = p
-                .containers
-                .values()
-                .map(|c| json!({"name": c.name, "image": c.image}))
-                .collect();
-            json!({
-                "metadata": {"name": p.name, "namespace": p.namespace, "uid": uid,
-                             "creationTimestamp": null},
-                "spec": {"containers": containers},
-                "status": {},
-            })
-        })
-        .collect();
-    json!({
-        "kind": "PodList",
-        "apiVersion": "v1",
-        "metadata": {},
-        "items": items,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -428,6 +428,7 @@ pub struct NoProbes;
 impl Prober for NoProbes {
     fn add_pod(&self, _pod: &Rc<Pod>) {}
     fn remove_pod(&self, _uid: &str) {}
+    fn stop_liveness_and_startup(&self, _uid: &str) {}
     fn update_status(&self, _pod: &Rc<Pod>, _status: &PodStatus) {}
     fn results(&self, _uid: &str) -> ProbeResults {
         ProbeResults::default()

@@ -71,8 +71,9 @@ pub struct HookCall {
     pub handler: LifecycleHandler,
     /// The pod's IP (httpGet handlers without a host).
     pub pod_ip: Option<String>,
-    /// The handler must give up after this long.
-    pub timeout: Duration,
+    /// Bound for exec commands and sleeps: the grace period for preStop;
+    /// none for postStart (upstream: the start waits for it).
+    pub limit: Option<Duration>,
 }
 
 /// Runs lifecycle handlers (exec, httpGet, sleep). `Err` carries the
@@ -87,10 +88,30 @@ pub trait Prober {
     fn add_pod(&self, pod: &Rc<Pod>);
     /// Stop probing the pod.
     fn remove_pod(&self, uid: &str);
+    /// The pod is terminating: only readiness goes on.
+    fn stop_liveness_and_startup(&self, uid: &str);
     /// The newest status of the pod (container ids, started times).
     fn update_status(&self, pod: &Rc<Pod>, status: &PodStatus);
     /// The latest results of the pod's probes, by container id.
     fn results(&self, uid: &str) -> ProbeResults;
+}
+
+impl<R: crate::probe::CommandRunner + 'static> Prober for crate::probe::ProbeManager<R> {
+    fn add_pod(&self, pod: &Rc<Pod>) {
+        crate::probe::ProbeManager::add_pod(self, pod);
+    }
+    fn remove_pod(&self, uid: &str) {
+        crate::probe::ProbeManager::remove_pod(self, uid);
+    }
+    fn stop_liveness_and_startup(&self, uid: &str) {
+        crate::probe::ProbeManager::stop_liveness_and_startup(self, uid);
+    }
+    fn update_status(&self, pod: &Rc<Pod>, status: &PodStatus) {
+        self.update_pod_status(uid(pod), status);
+    }
+    fn results(&self, uid: &str) -> ProbeResults {
+        crate::probe::ProbeManager::results(self, uid)
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -847,14 +868,13 @@ impl<R: Runtime + 'static, I: Images + 'static> Kubelet<R, I> {
             c.name
         );
         if let Some(h) = c.lifecycle.as_ref().and_then(|l| l.post_start.clone()) {
-            let grace = kill_grace_period(pod, c, Some(KillReason::FailedPostStartHook));
             let call = HookCall {
                 pod: pod.clone(),
                 container: c.clone(),
                 container_id: id.clone(),
                 handler: h,
                 pod_ip: pod_ips.first().cloned(),
-                timeout: Duration::from_secs(grace.max(MIN_GRACE_PERIOD_SECONDS) as u64),
+                limit: None,
             };
             if let Err(msg) = self.hooks.run(call).await {
                 log::warn!(
@@ -997,14 +1017,17 @@ impl<R: Runtime + 'static, I: Images + 'static> Kubelet<R, I> {
         let Some(h) = c.lifecycle.as_ref().and_then(|l| l.pre_stop.clone()) else {
             return;
         };
-        let timeout = Duration::from_secs(grace.max(0) as u64);
+        if grace <= 0 {
+            return;
+        }
+        let timeout = Duration::from_secs(grace as u64);
         let call = HookCall {
             pod: pod.clone(),
             container: c.clone(),
             container_id: id.to_string(),
             handler: h,
             pod_ip,
-            timeout,
+            limit: Some(timeout),
         };
         let run = self.hooks.run(call);
         let limit = async {
@@ -1098,6 +1121,7 @@ impl<R: Runtime + 'static, I: Images + 'static> Kubelet<R, I> {
         grace: Option<i64>,
     ) -> anyhow::Result<()> {
         log::info!("pod {}: terminating", format_pod(pod));
+        self.prober.stop_liveness_and_startup(uid(pod));
         let rt = self.pod_runtime_status(pod).await?;
         self.kill_pod(pod, &rt, grace).await?;
         let rt = self.pod_runtime_status(pod).await?;

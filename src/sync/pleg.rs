@@ -5,9 +5,9 @@
 //! pods changed. Runtime events only make the relist come sooner: events
 //! lost while picolet was down are found by the relist.
 //!
-//! The last relist is kept as a [`Snapshot`]: `/runningpods`, the images
-//! in use (image GC) and the orphan check (pods the runtime has but no
-//! worker knows) read it.
+//! The last relist is kept as a [`Snapshot`]: the images in use (image
+//! GC) and the orphan check (pods the runtime has but no worker knows)
+//! read it.
 
 use crate::runtime::{
     keys, Container, ContainerFilter, ContainerState, PodSandbox, Runtime, RuntimeEvent,
@@ -123,34 +123,6 @@ impl Snapshot {
             .flat_map(|p| p.containers.values())
             .filter(|c| !c.image_id.is_empty())
             .map(|c| c.image_id.clone())
-            .collect()
-    }
-
-    /// Pods with a running container or a ready sandbox (upstream
-    /// `GetPods(false)`), with their running containers only.
-    pub fn running(&self) -> Vec<(&String, PodRecord)> {
-        self.pods
-            .iter()
-            .filter_map(|(uid, p)| {
-                let containers: BTreeMap<String, ContainerRecord> = p
-                    .containers
-                    .iter()
-                    .filter(|(_, c)| c.state == ContainerState::Running)
-                    .map(|(id, c)| (id.clone(), c.clone()))
-                    .collect();
-                let ready = p.sandboxes.values().any(|s| *s == SandboxState::Ready);
-                (ready || !containers.is_empty()).then(|| {
-                    (
-                        uid,
-                        PodRecord {
-                            name: p.name.clone(),
-                            namespace: p.namespace.clone(),
-                            sandboxes: p.sandboxes.clone(),
-                            containers,
-                        },
-                    )
-                })
-            })
             .collect()
     }
 }
@@ -302,23 +274,12 @@ mod tests {
     }
 
     #[test]
-    fn running_pods_and_images() {
+    fn images_in_use() {
         use ContainerState::*;
         let s = Snapshot::build(
-            &[
-                sb("s1", "u1", SandboxState::Ready),
-                sb("s2", "u2", SandboxState::NotReady),
-            ],
-            &[
-                c("c1", "u1", "a", Running),
-                c("c0", "u1", "a", Exited),
-                c("c2", "u2", "b", Exited),
-            ],
+            &[sb("s1", "u1", SandboxState::Ready)],
+            &[c("c1", "u1", "a", Running), c("c2", "u2", "b", Exited)],
         );
-        let r = s.running();
-        assert_eq!(r.len(), 1);
-        assert_eq!(r[0].0, "u1");
-        assert_eq!(r[0].1.containers.keys().collect::<Vec<_>>(), vec!["c1"]);
         assert_eq!(
             s.images_in_use().into_iter().collect::<Vec<_>>(),
             vec!["sha256:a", "sha256:b"]

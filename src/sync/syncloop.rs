@@ -16,7 +16,9 @@
 use super::kubelet::{Images, Kubelet};
 use super::pleg::Pleg;
 use super::workers::Update;
+use super::ProbeResult;
 use crate::api::core::Pod;
+use crate::probe::{ProbeKind, ProbeUpdate};
 use crate::runtime::Runtime;
 use crate::sources::{Op, PodUpdate, Sources};
 use async_io::Timer;
@@ -104,8 +106,8 @@ pub fn check_health(
 pub struct LoopInputs {
     /// UIDs whose runtime state changed (PLEG).
     pub pleg: Receiver<Vec<String>>,
-    /// UIDs to sync after a probe result changed.
-    pub probes: Receiver<String>,
+    /// Probe results that changed.
+    pub probes: Receiver<ProbeUpdate>,
     /// A worker finished a step (its timers may have changed).
     pub wake: Receiver<()>,
     /// picolet is asked to stop.
@@ -124,7 +126,7 @@ pub enum Exit {
 enum Event {
     Config(PodUpdate),
     Pleg(Vec<String>),
-    Probe(String),
+    Probe(ProbeUpdate),
     Wake,
     Tick,
     Shutdown,
@@ -223,7 +225,14 @@ pub async fn run<R: Runtime + 'static, I: Images + 'static>(
                 }
             }
             Event::Pleg(uids) => sync_pods(&k, &uids),
-            Event::Probe(uid) => sync_pods(&k, &[uid]),
+            Event::Probe(u) => {
+                // A liveness success changes nothing (upstream ignores it);
+                // every other change may restart a container or change
+                // readiness in the status.
+                if !(u.kind == ProbeKind::Liveness && u.result == ProbeResult::Success) {
+                    sync_pods(&k, &[u.pod_uid]);
+                }
+            }
             Event::Wake => {}
             Event::Tick => {
                 let now = Instant::now();
