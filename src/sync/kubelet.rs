@@ -644,7 +644,9 @@ impl<R: Runtime + 'static, I: Images + 'static> Kubelet<R, I> {
     }
 
     /// Carries out the actions. Ok(true): some container failed to start
-    /// for a reason other than a back-off (retry soon).
+    /// for a reason other than a back-off (retry after the retry period,
+    /// as upstream's worker back-off; a back-off wakes the pod when it
+    /// ends instead).
     async fn apply_actions(
         self: &Rc<Self>,
         pod: &Rc<Pod>,
@@ -759,7 +761,7 @@ impl<R: Runtime + 'static, I: Images + 'static> Kubelet<R, I> {
                 .start_container(pod, c, s, rt, &sandbox_id, &sandbox, &pod_ips, volumes)
                 .await;
             if let Err(w) = res {
-                failed = true;
+                failed |= w.reason != WaitingReason::ImagePullBackOff;
                 if !is_sidecar(c) {
                     return Ok(failed);
                 }
@@ -774,8 +776,8 @@ impl<R: Runtime + 'static, I: Images + 'static> Kubelet<R, I> {
             let res = self
                 .start_container(pod, c, s, rt, &sandbox_id, &sandbox, &pod_ips, volumes)
                 .await;
-            if res.is_err() {
-                failed = true;
+            if let Err(w) = res {
+                failed |= w.reason != WaitingReason::ImagePullBackOff;
             }
         }
         Ok(failed)

@@ -286,10 +286,17 @@ picolet:
             .spawn()
             .expect("start picolet");
         self.child = Some(child);
+        let mut exited = None;
         let ok = wait_until(Duration::from_secs(60), || {
-            self.exited().is_none_or(|_| false)
-                && http_get(self.healthz_port, "/healthz").is_some_and(|(c, b)| c == 200 && b == "ok")
+            exited = self.exited();
+            exited.is_some()
+                || http_get(self.healthz_port, "/healthz")
+                    .is_some_and(|(c, b)| c == 200 && b == "ok")
         });
+        if let Some(status) = exited {
+            self.child = None;
+            panic!("picolet exited at start: {status}\n{}", self.log_tail(60));
+        }
         if !ok {
             panic!(
                 "picolet did not become healthy: exit {:?}\n{}",
@@ -301,7 +308,9 @@ picolet:
 
     /// The child's exit status, if it ended.
     pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
-        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
     }
 
     pub fn pid(&self) -> Option<u32> {
@@ -453,8 +462,7 @@ picolet:
             .filter(|pid| {
                 let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
                 let args: Vec<&[u8]> = cmd.split(|b| *b == 0).collect();
-                args.first()
-                    .is_some_and(|a| a.ends_with(SHIM.as_bytes()))
+                args.first().is_some_and(|a| a.ends_with(SHIM.as_bytes()))
                     && args
                         .windows(2)
                         .any(|w| w[0] == b"-namespace" && w[1] == self.ns.as_bytes())
