@@ -52,6 +52,8 @@ pub struct Extensions {
     pub prober: Rc<dyn Prober>,
     /// Probe results that changed.
     pub probe_updates: Receiver<crate::probe::ProbeUpdate>,
+    /// The runtime's re-read of its processes (see `Pleg::run`).
+    pub deep_relist: Option<crate::sync::pleg::DeepRelist>,
 }
 
 /// What the local HTTP API serves (`/healthz`, `/pods`, `/runningpods`,
@@ -201,6 +203,7 @@ impl Agent {
             runtime_events,
             pleg_tx,
             RELIST_PERIOD,
+            ext.deep_relist,
         ));
         let _gc = crate::rt::spawn(image_gc(self.images.clone(), pleg.clone()));
 

@@ -382,7 +382,23 @@ impl<R: Runtime + 'static, I: Images + 'static> Kubelet<R, I> {
     ) -> PodStatus {
         let id = uid(pod);
         let cache = self.cache.borrow().get(id).cloned().unwrap_or_default();
-        let previous = self.status.borrow().status(id).cloned();
+        // After a picolet restart there is no previous status: the pod
+        // started when its first sandbox was made (keeps startTime and the
+        // active deadline across restarts).
+        let previous = self.status.borrow().status(id).cloned().or_else(|| {
+            let first = rt
+                .sandboxes
+                .iter()
+                .map(|s| s.created_at)
+                .filter(|t| *t > 0)
+                .min()?;
+            Some(PodStatus {
+                start_time: super::ts(first)
+                    .and_then(|t| Timestamp::from_second(t.as_second()).ok())
+                    .map(crate::api::meta::Time),
+                ..Default::default()
+            })
+        });
         let mut st = generate_pod_status(&StatusInput {
             pod,
             runtime: rt,

@@ -23,6 +23,13 @@ use std::time::{Duration, Instant};
 
 /// Upstream relist period.
 pub const RELIST_PERIOD: Duration = Duration::from_secs(1);
+/// How often the runtime re-reads its processes' state (see [`Pleg::run`]).
+/// Events carry every change as it happens; this only catches one a shim
+/// failed to deliver, so it need not cost a call per container per second.
+pub const DEEP_RELIST_PERIOD: Duration = Duration::from_secs(10);
+
+/// The runtime's own relist (see [`Pleg::run`]).
+pub type DeepRelist = Box<dyn Fn() -> futures_lite::future::BoxedLocal<()>>;
 
 /// One container as the relist saw it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -156,15 +163,27 @@ impl Pleg {
 
     /// Relists every `period`, and right away after a runtime event, until
     /// `out` is closed. Changed UIDs go to `out` (one message per relist).
+    /// `deep`, when given, runs every [`DEEP_RELIST_PERIOD`] before the
+    /// relist: a runtime that keeps its state in memory re-reads it from
+    /// the processes it drives there (the shim runtime asks each shim; what
+    /// it finds comes back as runtime events).
     pub async fn run<R: Runtime>(
         self: Rc<Self>,
         runtime: Rc<R>,
         events: Option<Receiver<RuntimeEvent>>,
         out: Sender<Vec<String>>,
         period: Duration,
+        deep: Option<DeepRelist>,
     ) {
         let mut failures = 0u32;
+        let mut next_deep = Instant::now() + DEEP_RELIST_PERIOD;
         loop {
+            if let Some(d) = &deep {
+                if Instant::now() >= next_deep {
+                    d().await;
+                    next_deep = Instant::now() + DEEP_RELIST_PERIOD;
+                }
+            }
             match self.relist(&*runtime).await {
                 Ok(changed) => {
                     failures = 0;

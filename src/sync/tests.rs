@@ -574,6 +574,7 @@ fn loop_takes_manifests_and_stops_orphans() {
             None,
             pleg_tx,
             Duration::from_millis(50),
+            None,
         ));
         let (_probe_tx, probe_rx) = smol::channel::unbounded();
         let (stop_tx, stop_rx) = smol::channel::bounded(1);
