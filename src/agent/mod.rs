@@ -144,13 +144,9 @@ impl Agent {
             alloc.memory >> 20
         );
         let images = Rc::new(ImageService::open(&cfg)?);
-        match images.import_dir().await {
-            Ok(list) => {
-                for i in list {
-                    log::info!("imported image {} {:?}", i.id, i.repo_tags);
-                }
-            }
-            Err(e) => log::warn!("image import: {e:#}"),
+        // Each import is logged by the image service.
+        if let Err(e) = images.import_dir().await {
+            log::warn!("image import: {e:#}");
         }
         Ok(Agent {
             cfg,

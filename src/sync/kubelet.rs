@@ -672,7 +672,7 @@ impl<R: Runtime + 'static, I: Images + 'static> Kubelet<R, I> {
     ) -> Result<bool, SandboxFailure> {
         // 1. Kill.
         if a.kill_pod {
-            if a.create_sandbox {
+            if a.create_sandbox && !rt.sandboxes.is_empty() {
                 log::info!("pod {}: sandbox changed, starting over", format_pod(pod));
             }
             if let Err(e) = self.kill_pod(pod, rt, None).await {

@@ -388,13 +388,14 @@ picolet:
             .find(|p| p.metadata.name.as_deref() == Some(full.as_str()))
     }
 
-    /// Polls `/pods` until `cond` holds for pod `name`; panics with the
-    /// last status and picolet's log otherwise.
+    /// Polls `/pods` until `cond` holds for pod `name` (once picolet has
+    /// generated its status); panics with the last status and picolet's log
+    /// otherwise.
     pub fn wait_pod(&self, name: &str, within: Duration, cond: impl Fn(&Pod) -> bool) -> Pod {
         let end = Instant::now() + within;
         let mut last = None;
         loop {
-            if let Some(p) = self.pod(name) {
+            if let Some(p) = self.pod(name).filter(generated) {
                 if cond(&p) {
                     return p;
                 }
@@ -557,6 +558,14 @@ impl Drop for Node {
         if std::thread::panicking() {
             eprintln!("picolet log (tail):\n{}", self.log_tail(80));
         }
+        // PICOLET_TEST_LOGS=<dir>: keep picolet's log as <dir>/sync-<n>.log.
+        if let Some(d) = std::env::var_os("PICOLET_TEST_LOGS") {
+            let _ = std::fs::create_dir_all(&d);
+            let _ = std::fs::copy(
+                &self.log_path,
+                Path::new(&d).join(format!("sync-{}.log", self.n)),
+            );
+        }
         self.cleanup();
     }
 }
@@ -649,6 +658,12 @@ fn dechunk(mut s: &str) -> String {
 }
 
 // -- status helpers ----------------------------------------------------------------
+
+/// Whether the pod's status is picolet's (until its worker first synced it,
+/// `/pods` shows the status the source gave, without container statuses).
+pub fn generated(p: &Pod) -> bool {
+    p.status.as_ref().is_some_and(|s| s.qos_class.is_some())
+}
 
 pub fn container<'a>(p: &'a Pod, name: &str) -> &'a ContainerStatus {
     let st = p.status.as_ref().expect("pod has a status");
