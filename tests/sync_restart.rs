@@ -1,6 +1,7 @@
 //! picolet restarts: after kill -9 the new picolet adopts the running pods
 //! (same container processes, restart counts unchanged, logs continue
-//! without a lost line); SIGTERM leaves pods running and exits 0; a
+//! without a lost line); SIGTERM leaves pods running and exits 0 (or
+//! stops them first with `picolet.stopPodsOnShutdown`); a
 //! malformed manifest next to a valid one does not stop the valid pod;
 //! images come from the registry too (plain-HTTP mirror config).
 
@@ -119,6 +120,35 @@ fn sigterm_leaves_pods_running_and_exits_cleanly() {
         Some(cid.as_str())
     );
     assert_eq!(node.container_pid(&cid), Some(pid));
+}
+
+#[test]
+fn stop_pods_on_shutdown_stops_them_gracefully() {
+    let mut node = Node::new(
+        14,
+        Opts {
+            stop_pods_on_shutdown: true,
+            ..Default::default()
+        },
+    );
+    node.start();
+    node.put_manifest("counter.yaml", &counter_pod("counter"));
+    let p = node.wait_pod("counter", Duration::from_secs(60), |p| {
+        running(container(p, "counter")) && running(container(p, "httpd"))
+    });
+    let pids: Vec<u32> = ["counter", "httpd"]
+        .iter()
+        .map(|c| {
+            let cid = container(&p, c).container_id.clone().unwrap();
+            node.container_pid(&cid).unwrap()
+        })
+        .collect();
+    // httpd ignores SIGTERM: the stop waits its 2 s grace period.
+    let status = node.terminate(Duration::from_secs(20));
+    assert!(status.success(), "picolet exited with {status:?}");
+    for pid in pids {
+        assert!(!alive(pid), "container {pid} outlived picolet");
+    }
 }
 
 #[test]

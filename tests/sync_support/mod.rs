@@ -56,6 +56,8 @@ pub struct Opts {
     pub back_off_reset: String,
     /// More top-level KubeletConfiguration lines.
     pub extra: String,
+    /// `picolet.stopPodsOnShutdown`.
+    pub stop_pods_on_shutdown: bool,
 }
 
 impl Default for Opts {
@@ -65,6 +67,7 @@ impl Default for Opts {
             max_restart_period: "4s".into(),
             back_off_reset: "60s".into(),
             extra: String::new(),
+            stop_pods_on_shutdown: false,
         }
     }
 }
@@ -168,6 +171,7 @@ picolet:
   runDir: {run}
   backOffInitial: {init}
   backOffReset: {reset}
+  stopPodsOnShutdown: {stop}
 ",
             manifests = self.manifests.display(),
             hz = self.healthz_port,
@@ -184,6 +188,7 @@ picolet:
             run = self.run.display(),
             init = o.back_off_initial,
             reset = o.back_off_reset,
+            stop = o.stop_pods_on_shutdown,
         );
         if self.root.exists() {
             std::fs::write(&self.config_path, &text).unwrap();
