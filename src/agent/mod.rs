@@ -168,7 +168,8 @@ impl Agent {
         let backoff = BackoffState::load(&self.cfg.state_dir(), BackoffParams::from_config(kc));
         let _backoff_writer = crate::rt::spawn(backoff.clone().writer());
         let status = Rc::new(RefCell::new(StatusManager::new()));
-        let (wake_tx, wake_rx) = smol::channel::unbounded();
+        // One slot: a wake-up pending covers any number of worker steps.
+        let (wake_tx, wake_rx) = smol::channel::bounded(1);
         let k = Kubelet::new(
             runtime.clone(),
             self.images.clone(),
