@@ -171,10 +171,83 @@ impl PauseBinary {
         })
     }
 
+    /// Describes the binary at `path`. This process's own executable is
+    /// described from `/proc/self`; a static binary needs nothing; another
+    /// dynamically linked binary (tests run the `picolet` binary built next
+    /// to the test executable) is started once as `<path> pause` and
+    /// described from its `/proc/<pid>` once it sleeps (the loader has
+    /// mapped every library by then), then stopped. Blocks for that run
+    /// (tens of milliseconds): call it once at start-up, off the executor.
+    pub fn for_path(path: &Path) -> Result<PauseBinary> {
+        let real = std::fs::canonicalize(path)
+            .with_context(|| format!("resolve pause binary {}", path.display()))?;
+        if std::fs::canonicalize("/proc/self/exe").ok().as_deref() == Some(real.as_path()) {
+            return PauseBinary::current();
+        }
+        let file = File::open(&real).with_context(|| format!("open {}", real.display()))?;
+        let interp = elf_interp(&file)
+            .with_context(|| format!("read the ELF program headers of {}", real.display()))?;
+        if interp.is_none() {
+            return Ok(PauseBinary {
+                path: real,
+                binds: Vec::new(),
+                library_path: None,
+            });
+        }
+        probe_running(&real)
+    }
+
     /// The process args of the sandbox container (multi-call binary).
     pub fn args() -> Vec<String> {
         vec![PAUSE_PATH.to_string(), "pause".to_string()]
     }
+}
+
+/// Runs `<exe> pause` until it sleeps and describes it (see
+/// [`PauseBinary::for_path`]); the probe is always killed and reaped.
+fn probe_running(exe: &Path) -> Result<PauseBinary> {
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+    let mut child = Command::new(exe)
+        .arg("pause")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .with_context(|| format!("start {} pause", exe.display()))?;
+    let pid = child.id();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let res = loop {
+        // Sleeping in sigsuspend, as this binary: the loader is done.
+        let exec_done = std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|e| e == exe);
+        let sleeping = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| {
+                s.rfind(')')
+                    .and_then(|i| s.get(i + 2..i + 3))
+                    .map(|c| c == "S")
+            })
+            .unwrap_or(false);
+        if exec_done && sleeping {
+            break PauseBinary::of_process(pid);
+        }
+        if let Ok(Some(st)) = child.try_wait() {
+            break Err(anyhow::anyhow!(
+                "{} pause exited early: {st}",
+                exe.display()
+            ));
+        }
+        if Instant::now() > deadline {
+            break Err(anyhow::anyhow!(
+                "{} pause did not start within 10s",
+                exe.display()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    res
 }
 
 /// Directory binds at the same paths, then the interpreter (a file bind) at
@@ -378,6 +451,19 @@ mod tests {
         if let Ok(f) = File::open("/bin/busybox") {
             assert_eq!(elf_interp(&f).unwrap(), None);
         }
+    }
+
+    #[test]
+    fn for_path_of_own_and_static_binaries() {
+        let me = std::fs::canonicalize("/proc/self/exe").unwrap();
+        let d = PauseBinary::for_path(&me).unwrap();
+        assert_eq!(d, PauseBinary::current().unwrap());
+        if Path::new("/bin/busybox").exists() {
+            // busybox-static: nothing to bind, nothing run.
+            let b = PauseBinary::for_path(Path::new("/bin/busybox")).unwrap();
+            assert!(b.binds.is_empty() && b.library_path.is_none(), "{b:?}");
+        }
+        assert!(PauseBinary::for_path(Path::new("/no/such/picolet")).is_err());
     }
 
     #[test]

@@ -87,14 +87,14 @@ fn sandbox_spec_runs_the_picolet_binary() {
     picolet::runtime::spec::write_pod_files(&pod_dir, &cfg, &[], &env.host).unwrap();
     let root = env.tmp.join("pause-root");
     picolet::runtime::spec::prepare_sandbox_rootfs(&root).unwrap();
-    let mounts = picolet::runtime::spec::pause_mounts(&picolet_bin()).unwrap();
+    let pause = picolet::pause::PauseBinary::for_path(&picolet_bin()).unwrap();
     let ctx = picolet::runtime::spec::SandboxContext {
         netns_path: None,
         pause_pid: None,
         pod_dir: pod_dir.clone(),
     };
     let mut s =
-        picolet::runtime::spec::sandbox_spec("sb-version", &cfg, &ctx, &root, &mounts, &env.host)
+        picolet::runtime::spec::sandbox_spec("sb-version", &cfg, &ctx, &root, &pause, &env.host)
             .unwrap();
     s.process.args = vec!["/pause".into(), "--version".into()];
     let bundle = env.tmp.join("bundles/sb-version");

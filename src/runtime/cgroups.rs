@@ -367,6 +367,38 @@ impl Cgroups {
         self.hierarchies.iter().any(|h| h.dir(path).is_dir())
     }
 
+    /// Whether any process is in cgroup `path` or below it, in any
+    /// hierarchy (a cgroup of someone else's that must not be removed).
+    pub fn has_processes(&self, path: &str) -> bool {
+        fn busy(dir: &Path) -> bool {
+            let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+            if !procs.trim().is_empty() {
+                return true;
+            }
+            std::fs::read_dir(dir).is_ok_and(|rd| {
+                rd.flatten()
+                    .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                    .any(|e| busy(&e.path()))
+            })
+        }
+        self.hierarchies.iter().any(|h| busy(&h.dir(path)))
+    }
+
+    /// Names of the child cgroups of `path` (union over the hierarchies).
+    pub fn children(&self, path: &str) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .hierarchies
+            .iter()
+            .filter_map(|h| std::fs::read_dir(h.dir(path)).ok())
+            .flat_map(|rd| rd.flatten())
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+
     /// Removes cgroup `path` and every cgroup below it, leaf first, in every
     /// hierarchy. A cgroup the kernel still finds busy (a process leaving,
     /// runc just deleted a child) is retried for about a second; absent ones

@@ -419,8 +419,9 @@ async fn copy_stream(
         .min(cap);
     // Flush an unterminated tail before the FIFO fills and blocks the writer.
     let flush_at = (max_line + 1).min(cap / 2).max(1);
-    let mut buf = vec![0u8; cap];
-    let mut scratch = vec![0u8; cap];
+    // Sized on demand and dropped when nothing is held: an idle container
+    // keeps no buffer (a pipe's worth per stream adds up over many pods).
+    let mut buf = Vec::new();
     let mut out = Vec::new();
     let mut held = 0usize;
     let mut backoff = Duration::from_millis(10);
@@ -462,6 +463,7 @@ async fn copy_stream(
             // Empty and no writer: EOF.
             return Ok(());
         }
+        buf.resize(n, 0);
         read_available(&peek_r, &mut buf[..n]).context("read peeked data")?;
         let stalled = n == held;
         let eof = finishing || (stalled && hung_up(fifo.get_ref()));
@@ -481,11 +483,15 @@ async fn copy_stream(
                 log::warn!("{e:#}");
             }
         }
-        if split.consumed > 0 {
-            read_available(fifo.get_ref(), &mut scratch[..split.consumed])
-                .context("consume FIFO")?;
-        }
         let left = n - split.consumed;
+        if split.consumed > 0 {
+            // The peeked copy is written out: read the same bytes over it.
+            read_available(fifo.get_ref(), &mut buf[..split.consumed]).context("consume FIFO")?;
+        }
+        if left == 0 {
+            buf = Vec::new();
+            out = Vec::new();
+        }
         backoff = if left > 0 && left == held {
             (backoff * 2).min(Duration::from_millis(250))
         } else {

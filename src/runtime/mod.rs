@@ -13,9 +13,14 @@ pub mod exec;
 pub mod logs;
 pub mod mountinfo;
 pub mod proto;
+mod recovery;
+pub mod rules;
+pub mod service;
 pub mod shim;
 pub mod spec;
+mod state;
 pub mod ttrpc;
 pub mod types;
 
+pub use service::{RuntimeOptions, ShimRuntime};
 pub use types::*;

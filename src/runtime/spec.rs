@@ -6,6 +6,7 @@
 //! Own minimal serde structs (the subset runc reads), no oci-spec crate.
 
 use crate::image::ImageConfig;
+use crate::pause::{PauseBinary, PAUSE_PATH};
 use crate::runtime::mountinfo;
 use crate::runtime::types::{
     self, ContainerConfig, DnsConfig, LinuxContainerSecurityContext, MountPropagation,
@@ -19,8 +20,6 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 pub const OCI_VERSION: &str = "1.0.2";
-/// The shim groups every container of a pod into one shim by this annotation.
-pub const SHIM_GROUP_ANNOTATION: &str = "io.containerd.runc.v2.group";
 pub const DEFAULT_PATH_ENV: &str =
     "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 /// containerd's default capability set for containers.
@@ -64,14 +63,6 @@ pub const DEFAULT_READONLY_PATHS: [&str; 5] = [
 ];
 /// containerd's sandbox `oom_score_adj`.
 pub const SANDBOX_OOM_SCORE_ADJ: i64 = -998;
-/// Host directories a dynamically linked picolet needs inside the sandbox.
-const HOST_LIB_PATHS: [&str; 5] = [
-    "/lib",
-    "/lib64",
-    "/usr/lib",
-    "/usr/lib64",
-    "/etc/ld.so.cache",
-];
 
 /// Capability names by bit number (the kernel's order).
 const CAPABILITY_NAMES: [&str; 41] = [
@@ -1354,13 +1345,6 @@ fn cgroups_path(parent: &str, id: &str) -> String {
     format!("{}/{id}", parent.trim_end_matches('/'))
 }
 
-fn group_annotation(sandbox: &PodSandboxConfig) -> BTreeMap<String, String> {
-    BTreeMap::from([(
-        SHIM_GROUP_ANNOTATION.to_string(),
-        sandbox.metadata.uid.clone(),
-    )])
-}
-
 /// The termination message file of a container, created world-writable
 /// (the container's user may be anyone) as the kubelet does.
 fn create_termination_log(path: &Path) -> Result<()> {
@@ -1519,7 +1503,8 @@ pub fn container_spec(
         },
         hostname: None,
         mounts,
-        annotations: group_annotation(sandbox),
+        // The runtime adds the shim group (it knows the sandbox id).
+        annotations: BTreeMap::new(),
         linux: Linux {
             namespaces: container_namespaces(
                 &sc.namespace_options,
@@ -1549,81 +1534,9 @@ pub fn container_spec(
 // ---------------------------------------------------------------------------
 // Sandbox spec
 
-/// The ELF interpreter (`PT_INTERP`) of a binary image, if any: a
-/// dynamically linked binary has one, a static one does not.
-pub fn elf_interpreter(data: &[u8]) -> Result<Option<String>> {
-    if data.len() < 64 || &data[..4] != b"\x7fELF" {
-        bail!("not an ELF file");
-    }
-    let is64 = data[4] == 2;
-    let le = data[5] == 1;
-    let rd = |off: usize, n: usize| -> Result<u64> {
-        let b = data.get(off..off + n).context("ELF header truncated")?;
-        let mut v = 0u64;
-        for i in 0..n {
-            let byte = if le { b[n - 1 - i] } else { b[i] } as u64;
-            v = (v << 8) | byte;
-        }
-        Ok(v)
-    };
-    let (phoff, phentsize, phnum) = if is64 {
-        (rd(0x20, 8)?, rd(0x36, 2)?, rd(0x38, 2)?)
-    } else {
-        (rd(0x1c, 4)?, rd(0x2a, 2)?, rd(0x2c, 2)?)
-    };
-    for i in 0..phnum {
-        let off = (phoff + i * phentsize) as usize;
-        if rd(off, 4)? != 3 {
-            continue;
-        }
-        let (p_offset, p_filesz) = if is64 {
-            (rd(off + 8, 8)?, rd(off + 32, 8)?)
-        } else {
-            (rd(off + 4, 4)?, rd(off + 16, 4)?)
-        };
-        let s = data
-            .get(p_offset as usize..(p_offset + p_filesz) as usize)
-            .context("ELF interpreter outside the data read")?;
-        let s = s.split(|b| *b == 0).next().unwrap_or(&[]);
-        return Ok(Some(String::from_utf8_lossy(s).into_owned()));
-    }
-    Ok(None)
-}
-
-/// The read-only bind mounts the sandbox needs to run `binary` as `/pause`:
-/// the binary itself, and the host's library directories when it is
-/// dynamically linked (a development build; a static release needs none).
-pub fn pause_mounts(binary: &Path) -> Result<Vec<Mount>> {
-    let mut head = Vec::new();
-    std::fs::File::open(binary)
-        .with_context(|| format!("open {}", binary.display()))?
-        .take(1 << 20)
-        .read_to_end(&mut head)
-        .with_context(|| format!("read {}", binary.display()))?;
-    let interp = elf_interpreter(&head).with_context(|| format!("inspect {}", binary.display()))?;
-    let mut v = vec![Mount::new(
-        "/pause",
-        "bind",
-        &binary.to_string_lossy(),
-        &["rbind", "ro", "nosuid", "nodev"],
-    )];
-    if interp.is_some() {
-        for p in HOST_LIB_PATHS {
-            if Path::new(p).exists() {
-                v.push(Mount::new(
-                    p,
-                    "bind",
-                    p,
-                    &["rbind", "ro", "nosuid", "nodev"],
-                ));
-            }
-        }
-    }
-    Ok(v)
-}
-
-/// The sandbox (pause) spec: `/pause pause` from `pause_mounts` in a
-/// read-only root at `rootfs` (any directory, may be shared by all pods),
+/// The sandbox (pause) spec: `/pause pause` from the [`PauseBinary`] (bound
+/// read-only with what a dynamic build needs) in a read-only root at
+/// `rootfs` (any directory, may be shared by all pods),
 /// creating the pod's namespaces: the net namespace by path (or a new one,
 /// or the host's), new ipc/uts/pid ones unless shared with the host; the
 /// pod's cgroup, shm, resolv.conf, sysctls, user and shim group.
@@ -1632,7 +1545,7 @@ pub fn sandbox_spec(
     sandbox: &PodSandboxConfig,
     ctx: &SandboxContext,
     rootfs: &Path,
-    pause: &[Mount],
+    pause: &PauseBinary,
     host: &HostInfo,
 ) -> Result<Spec, SpecError> {
     let ns = &sandbox.namespace_options;
@@ -1676,7 +1589,7 @@ pub fn sandbox_spec(
         &f.resolv_conf().to_string_lossy(),
         &["rbind", "ro"],
     ));
-    mounts.extend(pause.iter().cloned());
+    mounts.extend(pause_mounts(pause));
     let id_of = |v: i64, what: &str| {
         u32::try_from(v).map_err(|_| other(format!("{what} {v} is out of range")))
     };
@@ -1710,8 +1623,8 @@ pub fn sandbox_spec(
                 gid,
                 additional_gids: gids,
             },
-            args: vec!["/pause".into(), "pause".into()],
-            env: vec![DEFAULT_PATH_ENV.into()],
+            args: PauseBinary::args(),
+            env: pause_env(pause),
             cwd: "/".into(),
             capabilities: Some(linux_capabilities(caps)),
             no_new_privileges: true,
@@ -1724,7 +1637,8 @@ pub fn sandbox_spec(
         hostname: (ns.network != NamespaceMode::Node && !sandbox.hostname.is_empty())
             .then(|| sandbox.hostname.clone()),
         mounts,
-        annotations: group_annotation(sandbox),
+        // The runtime adds the shim group (it knows the sandbox id).
+        annotations: BTreeMap::new(),
         linux: Linux {
             namespaces,
             resources: Some(resources(
@@ -1746,6 +1660,37 @@ pub fn sandbox_spec(
             rootfs_propagation: None,
         },
     })
+}
+
+/// The read-only bind mounts running `pause` needs: the binary at
+/// [`PAUSE_PATH`], and a dynamic build's libraries and loader.
+pub fn pause_mounts(pause: &PauseBinary) -> Vec<Mount> {
+    let opts = ["rbind", "ro", "nosuid", "nodev"];
+    let mut v = vec![Mount::new(
+        PAUSE_PATH,
+        "bind",
+        &pause.path.to_string_lossy(),
+        &opts,
+    )];
+    for b in &pause.binds {
+        v.push(Mount::new(
+            &b.destination.to_string_lossy(),
+            "bind",
+            &b.source.to_string_lossy(),
+            &opts,
+        ));
+    }
+    v
+}
+
+/// The sandbox process environment: PATH, and the library path of a
+/// dynamic build (the sandbox has no ld.so.cache).
+fn pause_env(pause: &PauseBinary) -> Vec<String> {
+    let mut env = vec![DEFAULT_PATH_ENV.to_string()];
+    if let Some(lp) = &pause.library_path {
+        env.push(format!("LD_LIBRARY_PATH={lp}"));
+    }
+    env
 }
 
 /// Makes `dir` a root for sandboxes: an empty `/pause` file to bind onto.

@@ -355,7 +355,22 @@ pub struct ContainerFilter {
     pub state: Option<ContainerState>,
 }
 
-/// Why a runtime call failed, in the terms the kubelet reports.
+/// Why a runtime call failed, in the terms the kubelet reports. What the
+/// upstream kubelet shows for each (kuberuntime `startContainer` and
+/// `SyncPod`, with containerd's CRI), for the sync loop to copy:
+/// - `run_pod_sandbox`: `NetworkNotReady` for every CNI failure. Upstream
+///   shows a node without a usable network (no config, plugin missing:
+///   `ShimRuntime::network_status` not ready) as the pod sync error
+///   "network is not ready" (event `NetworkNotReady`), and a plugin that
+///   failed, like any other sandbox error, as `CreatePodSandboxError`
+///   (event `FailedCreatePodSandBox` with the message). Retried with back-off.
+/// - `create_container`: `CreateContainerConfig` → waiting reason
+///   `CreateContainerConfigError`; `CreateContainer` → waiting reason
+///   `CreateContainerError` (event `Failed`). No container is left.
+/// - `start_container`: `RunContainer` → waiting reason
+///   `RunContainerError` (event `Failed`); the container stays as exited
+///   with reason `StartError`, exit code 128 and the message, so it counts
+///   as a restart (last state terminated) like containerd's.
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
     #[error("not found: {0}")]
@@ -363,12 +378,21 @@ pub enum RuntimeError {
     /// The pod network could not be set up (CNI failure, no config).
     #[error("network not ready: {0}")]
     NetworkNotReady(String),
+    /// The container's configuration cannot be honoured (runAsNonRoot
+    /// against a root image, ...): upstream `CreateContainerConfigError`.
+    #[error("{0}")]
+    CreateContainerConfig(String),
     /// Creating the container failed (bad spec, mount, cgroup write refused).
     #[error("{0}")]
     CreateContainer(String),
-    /// Starting the process failed (binary missing, exec format error).
+    /// Starting the process failed (binary missing, exec format error):
+    /// runc's message.
     #[error("{0}")]
     RunContainer(String),
+    /// An `exec_sync` command ran past its timeout and was killed (CRI
+    /// `DeadlineExceeded`; probes report it as a timeout).
+    #[error("{0}")]
+    Timeout(String),
     #[error("{0}")]
     Other(#[from] anyhow::Error),
 }

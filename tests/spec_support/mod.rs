@@ -5,6 +5,7 @@
 
 use picolet::api::core::Pod;
 use picolet::image::ImageConfig;
+use picolet::pause::PauseBinary;
 use picolet::runtime::cgroups::Cgroups;
 use picolet::runtime::convert::{self, Allocatable, ContainerInputs, NodeContext, VolumePath};
 use picolet::runtime::spec::{self, HostInfo, SandboxContext, Spec};
@@ -266,21 +267,27 @@ impl<'a> RunningPod<'a> {
             pod_dir,
         };
         let sandbox_id = format!("sb-{}", env.n);
-        let (rootfs, mounts, bundle) = match &process {
+        let (rootfs, pause, bundle) = match &process {
             SandboxProcess::Busybox => {
                 let b = env.busybox_bundle(&sandbox_id);
-                (b.join("rootfs"), Vec::new(), b)
+                // The busybox rootfs has its own binary; nothing to bind.
+                let none = PauseBinary {
+                    path: b.join("rootfs/bin/busybox"),
+                    binds: Vec::new(),
+                    library_path: None,
+                };
+                (b.join("rootfs"), none, b)
             }
             SandboxProcess::Pause(bin) => {
                 let root = env.tmp.join("pause-root");
                 spec::prepare_sandbox_rootfs(&root).unwrap();
                 let b = env.tmp.join("bundles").join(&sandbox_id);
                 std::fs::create_dir_all(&b).unwrap();
-                (root, spec::pause_mounts(bin).unwrap(), b)
+                (root, PauseBinary::for_path(bin).unwrap(), b)
             }
         };
         let mut s =
-            spec::sandbox_spec(&sandbox_id, &config, &ctx, &rootfs, &mounts, &env.host).unwrap();
+            spec::sandbox_spec(&sandbox_id, &config, &ctx, &rootfs, &pause, &env.host).unwrap();
         if let SandboxProcess::Busybox = process {
             s.process.args = vec!["sleep".into(), "3600".into()];
         }

@@ -526,31 +526,6 @@ fn namespaces_by_mode() {
     );
 }
 
-#[test]
-fn elf_interpreters() {
-    let me = std::fs::read("/proc/self/exe").unwrap();
-    let interp = elf_interpreter(&me).unwrap();
-    // Test binaries are dynamically linked on the dev machine.
-    assert!(
-        interp.as_deref().is_some_and(|i| i.contains("ld-")),
-        "{interp:?}"
-    );
-    if let Ok(bb) = std::fs::read("/bin/busybox") {
-        assert_eq!(
-            elf_interpreter(&bb).unwrap(),
-            None,
-            "busybox-static has no interpreter"
-        );
-    }
-    assert!(elf_interpreter(b"#!/bin/sh\n").is_err());
-    let mut tiny = me[..64].to_vec();
-    tiny.truncate(64);
-    assert!(
-        elf_interpreter(&tiny).is_err(),
-        "program headers outside the data"
-    );
-}
-
 fn sandbox_cfg() -> PodSandboxConfig {
     PodSandboxConfig {
         metadata: meta(),
@@ -630,7 +605,7 @@ fn container_spec_assembly() {
     );
     assert!(s.root.readonly && s.root.path == "rootfs");
     assert_eq!(s.linux.cgroups_path, "/kubepods/besteffort/podu1/cid1");
-    assert_eq!(s.annotations[SHIM_GROUP_ANNOTATION], "u1");
+    assert!(s.annotations.is_empty(), "the runtime sets the shim group");
     assert_eq!(s.hostname, None);
     let hosts: Vec<&Mount> = s
         .mounts
@@ -701,12 +676,14 @@ fn sandbox_spec_assembly() {
         pause_pid: None,
         pod_dir: "/pods/u1".into(),
     };
-    let pause = vec![Mount::new(
-        "/pause",
-        "bind",
-        "/usr/bin/picolet",
-        &["rbind", "ro"],
-    )];
+    let pause = PauseBinary {
+        path: "/usr/bin/picolet".into(),
+        binds: vec![crate::pause::BindMount {
+            source: "/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2".into(),
+            destination: "/lib64/ld-linux-x86-64.so.2".into(),
+        }],
+        library_path: Some("/usr/lib/x86_64-linux-gnu".into()),
+    };
     let s = sandbox_spec(
         "sb1",
         &cfg,
@@ -743,8 +720,23 @@ fn sandbox_spec_assembly() {
         (shm.kind.as_str(), shm.source.as_str()),
         ("bind", "/pods/u1/shm")
     );
-    assert!(s.mounts.iter().any(|m| m.destination == "/pause"));
-    assert_eq!(s.annotations[SHIM_GROUP_ANNOTATION], "u1");
+    let pause_mount = s.mounts.iter().find(|m| m.destination == "/pause").unwrap();
+    assert_eq!(pause_mount.source, "/usr/bin/picolet");
+    assert!(pause_mount.options.contains(&"ro".to_string()));
+    let ld = s
+        .mounts
+        .iter()
+        .find(|m| m.destination == "/lib64/ld-linux-x86-64.so.2")
+        .unwrap();
+    assert_eq!(ld.source, "/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2");
+    assert_eq!(
+        s.process.env,
+        [
+            DEFAULT_PATH_ENV,
+            "LD_LIBRARY_PATH=/usr/lib/x86_64-linux-gnu"
+        ]
+    );
+    assert!(s.annotations.is_empty(), "the runtime sets the shim group");
 
     cfg.namespace_options = NamespaceOptions {
         network: NamespaceMode::Node,
@@ -776,20 +768,4 @@ fn sandbox_spec_assembly() {
             .source,
         "/dev/shm"
     );
-}
-
-#[test]
-fn pause_mounts_for_dynamic_binaries() {
-    let me = std::env::current_exe().unwrap();
-    let m = pause_mounts(&me).unwrap();
-    assert_eq!(m[0].destination, "/pause");
-    assert_eq!(m[0].source, me.to_string_lossy());
-    assert!(m[0].options.contains(&"ro".to_string()));
-    assert!(
-        m.iter().any(|x| x.destination == "/usr/lib"),
-        "dynamic test binary needs the host libraries"
-    );
-    if Path::new("/bin/busybox").exists() {
-        assert_eq!(pause_mounts(Path::new("/bin/busybox")).unwrap().len(), 1);
-    }
 }
