@@ -48,6 +48,8 @@ pub struct Agent {
 
 /// The parts built elsewhere that plug into the pod workers.
 pub struct Extensions {
+    /// The node's network readiness, as the runtime sees it.
+    pub network_status: Option<crate::sync::kubelet::NetworkStatusFn>,
     pub hooks: Rc<dyn Hooks>,
     pub prober: Rc<dyn Prober>,
     /// Probe results that changed.
@@ -188,6 +190,9 @@ impl Agent {
             backoff.clone(),
             wake_tx,
         );
+        if let Some(f) = ext.network_status {
+            k.set_network_status(f);
+        }
 
         // The first relist before any pod syncs, so orphans are known.
         let pleg = Pleg::new();
@@ -251,6 +256,40 @@ impl Agent {
         }
         Ok(exit)
     }
+}
+
+/// `picolet run`: prepares the node, starts the shim runtime (which
+/// recovers what runs), the probe manager and the lifecycle hooks, and runs
+/// the agent until SIGTERM/SIGINT.
+pub async fn run_node(cfg: Config) -> Result<Exit> {
+    let agent = Agent::prepare(cfg).await?;
+    // The sandbox runs `picolet pause`: this very binary.
+    let exe = std::env::current_exe().context("find picolet's own executable")?;
+    let (runtime, events) = crate::runtime::ShimRuntime::new(
+        &agent.cfg,
+        crate::runtime::RuntimeOptions { pause_binary: exe },
+        agent.images.clone(),
+    )
+    .await
+    .context("start the runtime")?;
+    let runtime = Rc::new(runtime);
+    let prober = crate::probe::ProbeManager::new(runtime.clone());
+    let probe_updates = prober.updates();
+    let rt = runtime.clone();
+    let net = runtime.clone();
+    let ext = Extensions {
+        network_status: Some(Box::new(move || net.network_status())),
+        hooks: Rc::new(crate::sync::hooks::LifecycleHooks::new(runtime.clone())),
+        prober: Rc::new(prober),
+        probe_updates,
+        deep_relist: Some(Box::new(move || {
+            let rt = rt.clone();
+            Box::pin(async move {
+                rt.relist().await;
+            })
+        })),
+    };
+    agent.run(runtime, Some(events), ext).await
 }
 
 /// Image GC every [`IMAGE_GC_PERIOD`], keeping the images of every

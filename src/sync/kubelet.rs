@@ -132,6 +132,9 @@ pub struct SyncConfig {
     pub pod_logs_dir: PathBuf,
 }
 
+/// Reports the node's network readiness.
+pub type NetworkStatusFn = Box<dyn Fn() -> crate::network::NetworkStatus>;
+
 /// Per-pod memory of the last sync (upstream's reason cache), plus the
 /// reason the pod cannot start containers yet (sandbox, volumes).
 #[derive(Debug, Clone, Default)]
@@ -157,6 +160,9 @@ pub struct Kubelet<R: Runtime, I: Images> {
     cache: RefCell<BTreeMap<String, PodCache>>,
     /// An orphan directory clean-up runs.
     cleaning: std::cell::Cell<bool>,
+    /// The node's network readiness (CRI `NetworkReady`), when the runtime
+    /// tells it.
+    network_status: RefCell<Option<NetworkStatusFn>>,
     /// Tells the sync loop that a worker finished a step (timers changed).
     wake: smol::channel::Sender<()>,
 }
@@ -265,7 +271,27 @@ impl<R: Runtime + 'static, I: Images + 'static> Kubelet<R, I> {
             workers: RefCell::new(PodWorkers::new()),
             cache: RefCell::new(BTreeMap::new()),
             cleaning: std::cell::Cell::new(false),
+            network_status: RefCell::new(None),
             wake,
+        })
+    }
+
+    /// Upstream checks the runtime's network readiness before it makes a
+    /// pod sandbox that needs the pod network.
+    pub fn set_network_status(&self, f: NetworkStatusFn) {
+        *self.network_status.borrow_mut() = Some(f);
+    }
+
+    /// `Err(message)` when the node's network is not ready (upstream
+    /// `runtimeState.networkErrors`).
+    fn network_error(&self) -> Option<String> {
+        let f = self.network_status.borrow();
+        let st = f.as_ref()?();
+        (!st.ready).then(|| {
+            format!(
+                "network is not ready: container runtime network not ready: NetworkReady=false reason:{} message:{}",
+                st.reason, st.message
+            )
         })
     }
 
@@ -716,6 +742,13 @@ impl<R: Runtime + 'static, I: Images + 'static> Kubelet<R, I> {
         }
 
         // 2. Sandbox.
+        if a.create_sandbox && !super::actions::is_host_network(pod) {
+            if let Some(msg) = self.network_error() {
+                log::warn!("pod {}: {msg}", format_pod(pod));
+                self.set_blocked(pod, Some(msg));
+                return Err(SandboxFailure { network: true });
+            }
+        }
         let (sandbox_id, attempt, pod_ips) = if a.create_sandbox {
             let conv = match sandbox_config(pod, &self.node, a.attempt) {
                 Ok(c) => c,
@@ -732,11 +765,13 @@ impl<R: Runtime + 'static, I: Images + 'static> Kubelet<R, I> {
             let id = match self.runtime.run_pod_sandbox(&conv.config).await {
                 Ok(id) => id,
                 Err(e) => {
-                    let network = matches!(e, RuntimeError::NetworkNotReady(_));
+                    // A plugin that fails is retried like any sandbox error
+                    // (upstream CreatePodSandboxError); only a node without
+                    // a network configured takes the short retry above.
                     let msg = format!("Failed to create pod sandbox: {e}");
                     log::warn!("pod {}: {msg}", format_pod(pod));
                     self.set_blocked(pod, Some(msg));
-                    return Err(SandboxFailure { network });
+                    return Err(SandboxFailure { network: false });
                 }
             };
             let ips = match self.runtime.pod_sandbox_status(&id).await {
@@ -875,7 +910,12 @@ impl<R: Runtime + 'static, I: Images + 'static> Kubelet<R, I> {
             .runtime
             .create_container(sandbox_id, &config, sandbox)
             .await
-            .map_err(|e| runtime_waiting(WaitingReason::CreateContainerError, &e))?;
+            .map_err(|e| match e {
+                RuntimeError::CreateContainerConfig(_) => {
+                    runtime_waiting(WaitingReason::CreateContainerConfigError, &e)
+                }
+                _ => runtime_waiting(WaitingReason::CreateContainerError, &e),
+            })?;
         self.runtime
             .start_container(&id)
             .await

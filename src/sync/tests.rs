@@ -431,29 +431,46 @@ fn image_pull_errors_then_back_off() {
 fn start_failures_surface_as_waiting_reasons() {
     let s = setup("fail");
     crate::rt::block_on(async {
-        // No network: the sandbox cannot be made, and status says why.
-        *s.rt.network_down.borrow_mut() = true;
+        // The node has no network: no sandbox is tried; status says why.
+        let ready = Rc::new(std::cell::Cell::new(false));
+        let r = ready.clone();
+        s.k.set_network_status(Box::new(move || crate::network::NetworkStatus {
+            ready: r.get(),
+            reason: "NetworkPluginNotReady".into(),
+            message: "no CNI configuration".into(),
+        }));
         let p = pod("web", "u1", one("Always"));
         add(&s.k, &p);
         settle(&s.k).await;
+        assert_eq!(s.rt.sandbox_count(), 0);
         let st = status(&s.k, "u1");
         let w = cstatus(&st, "a").state.clone().unwrap().waiting.unwrap();
         assert_eq!(w.reason.as_deref(), Some("ContainerCreating"));
         assert_eq!(
             w.message.as_deref(),
-            Some("Failed to create pod sandbox: network not ready: no CNI config")
+            Some("network is not ready: container runtime network not ready: NetworkReady=false reason:NetworkPluginNotReady message:no CNI configuration")
         );
-        let ready = st
+        let cond = st
             .conditions
             .iter()
             .flatten()
             .find(|c| c.type_ == "PodReadyToStartContainers")
             .unwrap();
-        assert_eq!(ready.status, "False");
-        // Network back: retried on the short timer; a create error next.
+        assert_eq!(cond.status, "False");
+        // Ready, but the plugin fails: the runtime's error is shown.
+        ready.set(true);
+        *s.rt.network_down.borrow_mut() = true;
+        run_timers(&s.k, Instant::now() + Duration::from_millis(150)).await;
+        let st = status(&s.k, "u1");
+        let w = cstatus(&st, "a").state.clone().unwrap().waiting.unwrap();
+        assert_eq!(
+            w.message.as_deref(),
+            Some("Failed to create pod sandbox: network not ready: no CNI config")
+        );
+        // Network back: retried after the retry period; a create error next.
         *s.rt.network_down.borrow_mut() = false;
         s.rt.fail_create.borrow_mut().insert("a".into());
-        run_timers(&s.k, Instant::now() + Duration::from_millis(150)).await;
+        run_timers(&s.k, Instant::now() + Duration::from_millis(250)).await;
         let st = status(&s.k, "u1");
         let w = cstatus(&st, "a").state.clone().unwrap().waiting.unwrap();
         assert_eq!(w.reason.as_deref(), Some("CreateContainerError"));
