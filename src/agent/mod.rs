@@ -224,7 +224,10 @@ impl Agent {
                 .context("install signal handlers")?;
         let _signals = crate::rt::spawn(async move {
             while let Some(s) = signals.next().await {
-                log::info!("received {s:?}");
+                match s {
+                    Ok(sig) => log::info!("received {sig:?}"),
+                    Err(e) => log::warn!("signal handler: {e}"),
+                }
                 if stop_tx.send(()).await.is_err() {
                     break;
                 }
