@@ -226,7 +226,10 @@ impl Agent {
             while let Some(s) = signals.next().await {
                 match s {
                     Ok(sig) => log::info!("received {sig:?}"),
-                    Err(e) => log::warn!("signal handler: {e}"),
+                    Err(e) => {
+                        log::warn!("signal handler: {e}");
+                        continue;
+                    }
                 }
                 if stop_tx.send(()).await.is_err() {
                     break;
