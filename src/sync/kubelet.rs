@@ -98,7 +98,12 @@ pub trait Prober {
 
 impl<R: crate::probe::CommandRunner + 'static> Prober for crate::probe::ProbeManager<R> {
     fn add_pod(&self, pod: &Rc<Pod>) {
-        crate::probe::ProbeManager::add_pod(self, pod);
+        // The manager keeps a copy of the pod and of its status for its
+        // workers; a pod without probes needs neither (no results = no
+        // probe, which the status treats as success).
+        if has_probes(pod) {
+            crate::probe::ProbeManager::add_pod(self, pod);
+        }
     }
     fn remove_pod(&self, uid: &str) {
         crate::probe::ProbeManager::remove_pod(self, uid);
@@ -115,6 +120,18 @@ impl<R: crate::probe::CommandRunner + 'static> Prober for crate::probe::ProbeMan
 }
 
 // ---------------------------------------------------------------------------
+
+/// Whether a container or sidecar of the pod has a probe.
+fn has_probes(pod: &Pod) -> bool {
+    let (inits, regular) = spec_containers(pod);
+    inits
+        .iter()
+        .filter(|c| is_sidecar(c))
+        .chain(regular)
+        .any(|c| {
+            c.liveness_probe.is_some() || c.readiness_probe.is_some() || c.startup_probe.is_some()
+        })
+}
 
 /// Settings of the pod workers.
 #[derive(Debug, Clone)]
