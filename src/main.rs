@@ -274,7 +274,9 @@ fn run(a: RunArgs) -> anyhow::Result<()> {
         env!("CARGO_PKG_VERSION"),
         cfg.node_name
     );
-    Err(anyhow::anyhow!("picolet run: not built yet"))
+    let exit = picolet::rt::block_on(picolet::agent::run_node(cfg))?;
+    log::info!("picolet stopped ({exit:?})");
+    Ok(())
 }
 
 /// Parses the file as `run` would (same defaults and validation) and prints

@@ -2,5 +2,7 @@
 //! spec and what the runtime reports (pure), and the status manager.
 
 pub mod generate;
+pub mod manager;
 
 pub use generate::{generate_pod_status, StatusInput, Waiting, WaitingReason};
+pub use manager::StatusManager;

@@ -14,7 +14,14 @@
 
 pub mod actions;
 pub mod backoff;
+pub mod gc;
 pub mod hash;
+pub mod hooks;
+pub mod kubelet;
+pub mod pleg;
+pub mod state;
+pub mod syncloop;
+pub mod workers;
 
 use crate::runtime::{keys, ContainerState, ContainerStatus, PodSandboxStatus, SandboxState};
 use jiff::Timestamp;
@@ -128,3 +135,8 @@ pub struct ProbeResults {
     pub readiness: BTreeMap<String, ProbeResult>,
     pub startup: BTreeMap<String, ProbeResult>,
 }
+
+#[cfg(test)]
+mod fake;
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,317 @@
+//! `picolet run`: the node agent put together.
+//!
+//! Start-up order: directories; node facts (machine info, node IP, host
+//! DNS, allocatable); the image store, with every tarball in
+//! `<root>/images/import/` imported before any pod starts (k3s's
+//! air-gap behaviour); the runtime (which recovers what runs); the
+//! back-off state; the status manager; the pod workers; the PLEG; the
+//! sources; the sync loop; image GC (its own task, every 5 min); the local
+//! HTTP API; the signal handler.
+//!
+//! SIGTERM/SIGINT end the loop: pods keep running (their shims live on)
+//! unless `picolet.stopPodsOnShutdown`, and picolet exits 0. A restarted
+//! picolet adopts what runs: static pod UIDs come from the manifest's
+//! content, restart counts from the runtime's annotations, back-off from
+//! the state directory.
+
+pub mod node;
+
+use crate::config::Config;
+use crate::image::ImageService;
+use crate::runtime::convert::{read_host_dns, NodeContext};
+use crate::runtime::{Runtime, RuntimeEvent};
+use crate::stats::machine::MachineInfo;
+use crate::status::StatusManager;
+use crate::sync::backoff::BackoffParams;
+use crate::sync::kubelet::{Hooks, Kubelet, Prober, SyncConfig};
+use crate::sync::pleg::{Pleg, RELIST_PERIOD};
+use crate::sync::state::BackoffState;
+use crate::sync::syncloop::{self, Exit, Health, LoopInputs};
+use anyhow::{Context, Result};
+use futures_lite::StreamExt;
+use smol::channel::Receiver;
+use std::cell::RefCell;
+use std::collections::HashSet;
+use std::rc::Rc;
+use std::time::Duration;
+
+/// Upstream `ImageGCPeriod`.
+pub const IMAGE_GC_PERIOD: Duration = Duration::from_secs(300);
+
+/// What `picolet run` prepares before the runtime starts.
+pub struct Agent {
+    pub cfg: Config,
+    pub images: Rc<ImageService>,
+    pub node: NodeContext,
+    pub machine: Rc<MachineInfo>,
+}
+
+/// The parts built elsewhere that plug into the pod workers.
+pub struct Extensions {
+    /// The node's network readiness, as the runtime sees it.
+    pub network_status: Option<crate::sync::kubelet::NetworkStatusFn>,
+    pub hooks: Rc<dyn Hooks>,
+    pub prober: Rc<dyn Prober>,
+    /// Probe results that changed.
+    pub probe_updates: Receiver<crate::probe::ProbeUpdate>,
+    /// The runtime's re-read of its processes (see `Pleg::run`).
+    pub deep_relist: Option<crate::sync::pleg::DeepRelist>,
+}
+
+/// What the local HTTP API serves (`/healthz`, `/pods`, `/runningpods`,
+/// `/spec`): the server's [`crate::server::Host`].
+pub struct LocalApi<R> {
+    pub status: Rc<RefCell<StatusManager>>,
+    pub runtime: Rc<R>,
+    pub health: Rc<Health>,
+    pub machine: Rc<MachineInfo>,
+}
+
+impl<R: Runtime> crate::server::Host for LocalApi<R> {
+    fn sync_loop_health(&self) -> Result<(), String> {
+        self.health.check()
+    }
+    fn pods(&self) -> Vec<crate::api::core::Pod> {
+        self.status.borrow().pods()
+    }
+    async fn running_pods(&self) -> Result<Vec<crate::api::core::Pod>> {
+        let sandboxes = self.runtime.list_pod_sandboxes().await?;
+        let containers = self
+            .runtime
+            .list_containers(&crate::runtime::ContainerFilter::default())
+            .await?;
+        Ok(crate::server::running_pods(&sandboxes, &containers))
+    }
+    fn machine_info(&self) -> MachineInfo {
+        (*self.machine).clone()
+    }
+}
+
+fn create_dirs(cfg: &Config) -> Result<()> {
+    for d in [
+        cfg.root_dir.clone(),
+        cfg.state_dir(),
+        cfg.pods_dir(),
+        cfg.import_dir(),
+        cfg.run_dir().to_path_buf(),
+        cfg.pod_logs_dir().to_path_buf(),
+    ] {
+        std::fs::create_dir_all(&d).with_context(|| format!("create {}", d.display()))?;
+    }
+    Ok(())
+}
+
+fn fs_capacity(path: &std::path::Path) -> Result<i64> {
+    let s = rustix::fs::statvfs(path).with_context(|| format!("statvfs {}", path.display()))?;
+    Ok((s.f_blocks * s.f_frsize.max(1)) as i64)
+}
+
+impl Agent {
+    /// Directories, node facts, the image store and the start-up import.
+    pub async fn prepare(cfg: Config) -> Result<Agent> {
+        let c = cfg.clone();
+        smol::unblock(move || create_dirs(&c)).await?;
+        let machine = smol::unblock(crate::stats::machine::collect).await;
+        let node_ip = node::node_ip(cfg.node_ip)?;
+        let resolv = cfg.kubelet.resolv_conf.clone();
+        let host_dns = match smol::unblock(move || read_host_dns(&resolv)).await {
+            Ok(d) => d,
+            Err(e) => {
+                // Upstream fails each sandbox on this; the pods then show it.
+                log::warn!("{e:#}; pods get no host DNS settings");
+                None
+            }
+        };
+        let root = cfg.root_dir.clone();
+        let ephemeral = smol::unblock(move || fs_capacity(&root)).await?;
+        let alloc = node::allocatable(
+            &cfg.kubelet,
+            machine.num_cores,
+            machine.memory_capacity as i64,
+            ephemeral,
+        )?;
+        let node = NodeContext::new(
+            &cfg.kubelet,
+            &cfg.node_name,
+            vec![node_ip],
+            host_dns,
+            machine.memory_capacity as i64,
+            alloc,
+        );
+        log::info!(
+            "node {}: IP {node_ip}, {} cores, {} MiB memory ({} MiB allocatable)",
+            cfg.node_name,
+            machine.num_cores,
+            machine.memory_capacity >> 20,
+            alloc.memory >> 20
+        );
+        let images = Rc::new(ImageService::open(&cfg)?);
+        // Each import is logged by the image service.
+        if let Err(e) = images.import_dir().await {
+            log::warn!("image import: {e:#}");
+        }
+        Ok(Agent {
+            cfg,
+            images,
+            node,
+            machine: Rc::new(machine),
+        })
+    }
+
+    /// Runs the node agent on `runtime` until SIGTERM/SIGINT. Returns how
+    /// the loop ended.
+    pub async fn run<R: Runtime + 'static>(
+        self,
+        runtime: Rc<R>,
+        runtime_events: Option<Receiver<RuntimeEvent>>,
+        ext: Extensions,
+    ) -> Result<Exit> {
+        let kc = &self.cfg.kubelet;
+        let backoff = BackoffState::load(&self.cfg.state_dir(), BackoffParams::from_config(kc));
+        let _backoff_writer = crate::rt::spawn(backoff.clone().writer());
+        let status = Rc::new(RefCell::new(StatusManager::new()));
+        // One slot: a wake-up pending covers any number of worker steps.
+        let (wake_tx, wake_rx) = smol::channel::bounded(1);
+        let k = Kubelet::new(
+            runtime.clone(),
+            self.images.clone(),
+            ext.hooks,
+            ext.prober,
+            Rc::new(crate::volume::VolumeManager::new(self.cfg.pods_dir())),
+            self.node.clone(),
+            SyncConfig {
+                sync_frequency: kc.sync_frequency,
+                retry_period: kc.picolet.back_off_initial,
+                network_retry_period: Duration::from_secs(1),
+                pods_dir: self.cfg.pods_dir(),
+                pod_logs_dir: kc.pod_logs_dir.clone(),
+            },
+            status.clone(),
+            backoff.clone(),
+            wake_tx,
+        );
+        if let Some(f) = ext.network_status {
+            k.set_network_status(f);
+        }
+
+        // The first relist before any pod syncs, so orphans are known.
+        let pleg = Pleg::new();
+        if let Err(e) = pleg.relist(&*runtime).await {
+            log::warn!("first relist: {e:#}");
+        }
+        let (pleg_tx, pleg_rx) = smol::channel::bounded(64);
+        let _pleg = crate::rt::spawn(pleg.clone().run(
+            runtime.clone(),
+            runtime_events,
+            pleg_tx,
+            RELIST_PERIOD,
+            ext.deep_relist,
+        ));
+        let _gc = crate::rt::spawn(image_gc(self.images.clone(), pleg.clone()));
+
+        let health = Health::new(pleg.clone(), kc.sync_frequency);
+        let api = Rc::new(LocalApi {
+            status: status.clone(),
+            runtime: runtime.clone(),
+            health: health.clone(),
+            machine: self.machine.clone(),
+        });
+        let _servers = crate::server::start(kc, api)?;
+
+        let (stop_tx, stop_rx) = smol::channel::bounded(1);
+        let mut signals =
+            async_signal::Signals::new([async_signal::Signal::Term, async_signal::Signal::Int])
+                .context("install signal handlers")?;
+        let _signals = crate::rt::spawn(async move {
+            while let Some(s) = signals.next().await {
+                match s {
+                    Ok(sig) => log::info!("received {sig:?}"),
+                    Err(e) => {
+                        log::warn!("signal handler: {e}");
+                        continue;
+                    }
+                }
+                if stop_tx.send(()).await.is_err() {
+                    break;
+                }
+            }
+        });
+
+        let sources = crate::sources::start(kc, &self.cfg.node_name);
+        if sources.names.is_empty() {
+            log::warn!("no pod source configured (staticPodPath, staticPodURL): no pods will run");
+        }
+        log::info!("sync loop started");
+        let exit = syncloop::run(
+            k,
+            sources,
+            pleg,
+            LoopInputs {
+                pleg: pleg_rx,
+                probes: ext.probe_updates,
+                wake: wake_rx,
+                shutdown: stop_rx,
+            },
+            health,
+            kc.picolet.stop_pods_on_shutdown,
+        )
+        .await;
+        // The last back-off changes must not be lost with the process.
+        if let Err(e) = backoff.save().await {
+            log::warn!("back-off state: {e:#}");
+        }
+        Ok(exit)
+    }
+}
+
+/// `picolet run`: prepares the node, starts the shim runtime (which
+/// recovers what runs), the probe manager and the lifecycle hooks, and runs
+/// the agent until SIGTERM/SIGINT.
+pub async fn run_node(cfg: Config) -> Result<Exit> {
+    let agent = Agent::prepare(cfg).await?;
+    // The sandbox runs `picolet pause`: this very binary.
+    let exe = std::env::current_exe().context("find picolet's own executable")?;
+    let (runtime, events) = crate::runtime::ShimRuntime::new(
+        &agent.cfg,
+        crate::runtime::RuntimeOptions { pause_binary: exe },
+        agent.images.clone(),
+    )
+    .await
+    .context("start the runtime")?;
+    let runtime = Rc::new(runtime);
+    let prober = crate::probe::ProbeManager::new(runtime.clone());
+    let probe_updates = prober.updates();
+    let rt = runtime.clone();
+    let net = runtime.clone();
+    let ext = Extensions {
+        network_status: Some(Box::new(move || net.network_status())),
+        hooks: Rc::new(crate::sync::hooks::LifecycleHooks::new(runtime.clone())),
+        prober: Rc::new(prober),
+        probe_updates,
+        deep_relist: Some(Box::new(move || {
+            let rt = rt.clone();
+            Box::pin(async move {
+                rt.relist().await;
+            })
+        })),
+    };
+    agent.run(runtime, Some(events), ext).await
+}
+
+/// Image GC every [`IMAGE_GC_PERIOD`], keeping the images of every
+/// container the runtime has.
+async fn image_gc(images: Rc<ImageService>, pleg: Rc<Pleg>) {
+    loop {
+        async_io::Timer::after(IMAGE_GC_PERIOD).await;
+        let in_use: HashSet<String> = pleg.snapshot.borrow().images_in_use().into_iter().collect();
+        match images.garbage_collect(&in_use).await {
+            Ok(r) if !r.removed.is_empty() => log::info!(
+                "image GC: removed {} image(s), freed {} bytes",
+                r.removed.len(),
+                r.freed_bytes
+            ),
+            Ok(_) => {}
+            Err(e) => log::warn!("image GC: {e:#}"),
+        }
+    }
+}
