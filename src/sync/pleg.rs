@@ -140,6 +140,9 @@ pub struct Pleg {
     pub snapshot: RefCell<Snapshot>,
     /// When the last relist succeeded.
     pub last_relist: Cell<Option<Instant>>,
+    /// When the last successful relist began listing: the snapshot shows
+    /// nothing that happened after this.
+    pub listed_at: Cell<Option<Instant>>,
 }
 
 impl Pleg {
@@ -147,17 +150,20 @@ impl Pleg {
         Rc::new(Pleg {
             snapshot: RefCell::new(Snapshot::default()),
             last_relist: Cell::new(None),
+            listed_at: Cell::new(None),
         })
     }
 
     /// One relist; returns the UIDs that changed.
     pub async fn relist<R: Runtime>(&self, runtime: &R) -> anyhow::Result<Vec<String>> {
+        let began = Instant::now();
         let sandboxes = runtime.list_pod_sandboxes().await?;
         let containers = runtime.list_containers(&ContainerFilter::default()).await?;
         let new = Snapshot::build(&sandboxes, &containers);
         let changed = self.snapshot.borrow().changed(&new);
         *self.snapshot.borrow_mut() = new;
         self.last_relist.set(Some(Instant::now()));
+        self.listed_at.set(Some(began));
         Ok(changed)
     }
 

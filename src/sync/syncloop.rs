@@ -14,7 +14,7 @@
 //! turning (`/healthz`).
 
 use super::kubelet::{Images, Kubelet};
-use super::pleg::Pleg;
+use super::pleg::{Pleg, Snapshot};
 use super::workers::Update;
 use super::ProbeResult;
 use crate::api::core::Pod;
@@ -25,7 +25,7 @@ use async_io::Timer;
 use futures_lite::FutureExt;
 use smol::channel::Receiver;
 use std::cell::Cell;
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -142,6 +142,27 @@ async fn recv_or_pending<T>(rx: &Receiver<T>) -> T {
 
 /// The orphan pod record for a UID the runtime has and nobody wants: just
 /// enough to stop it (grace periods come from the containers' annotations).
+/// Pods the runtime runs that no source wants and no worker owns. A pod
+/// whose worker was forgotten after the snapshot's listing began is skipped:
+/// the snapshot may still show what that worker has just removed. Entries
+/// of `forgotten_at` a newer listing has seen are dropped.
+fn orphan_uids(
+    snap: &Snapshot,
+    wanted: &BTreeSet<String>,
+    has_worker: impl Fn(&str) -> bool,
+    forgotten_at: &mut HashMap<String, Instant>,
+    listed_at: Option<Instant>,
+) -> Vec<String> {
+    forgotten_at.retain(|_, t| listed_at.is_none_or(|l| l <= *t));
+    snap.pods
+        .keys()
+        .filter(|uid| {
+            !wanted.contains(*uid) && !has_worker(uid) && !forgotten_at.contains_key(*uid)
+        })
+        .cloned()
+        .collect()
+}
+
 fn orphan_pod(uid: &str, name: &str, namespace: &str) -> Pod {
     let mut p = Pod::default();
     p.metadata.uid = Some(uid.to_string());
@@ -163,6 +184,7 @@ pub async fn run<R: Runtime + 'static, I: Images + 'static>(
 ) -> Exit {
     let mut next_housekeeping = Instant::now() + HOUSEKEEPING_PERIOD;
     let mut stopping: Option<Instant> = None;
+    let mut forgotten_at = HashMap::new();
     loop {
         health.entered();
         if let Some(deadline) = stopping {
@@ -241,7 +263,7 @@ pub async fn run<R: Runtime + 'static, I: Images + 'static>(
                     k.ensure_worker(&uid);
                 }
                 if now >= next_housekeeping {
-                    housekeeping(&k, &sources, &pleg, stopping.is_some());
+                    housekeeping(&k, &sources, &pleg, &mut forgotten_at, stopping.is_some());
                     next_housekeeping = Instant::now() + HOUSEKEEPING_PERIOD;
                 }
             }
@@ -317,16 +339,21 @@ pub fn handle_config<R: Runtime + 'static, I: Images + 'static>(
 /// needs: finished workers of removed pods are forgotten, pods wanted
 /// again after a removal restart, pods the runtime runs that no source
 /// wants are stopped and removed (only once every source has spoken), and
-/// stale back-off entries go.
+/// stale back-off entries go. `forgotten_at` remembers when workers of
+/// removed pods were forgotten, so a relist from before their removal
+/// does not bring them back as orphans.
 fn housekeeping<R: Runtime + 'static, I: Images + 'static>(
     k: &Rc<Kubelet<R, I>>,
     sources: &Sources,
     pleg: &Pleg,
+    forgotten_at: &mut HashMap<String, Instant>,
     stopping: bool,
 ) {
     let (restarted, forgotten) = k.workers.borrow_mut().housekeep();
+    let now = Instant::now();
     for uid in &forgotten {
         k.forget(uid);
+        forgotten_at.insert(uid.clone(), now);
     }
     for uid in &restarted {
         k.ensure_worker(uid);
@@ -343,14 +370,25 @@ fn housekeeping<R: Runtime + 'static, I: Images + 'static>(
             .iter()
             .filter_map(|p| p.metadata.uid.clone())
             .collect();
-        let orphans: Vec<Pod> = pleg
-            .snapshot
-            .borrow()
-            .pods
-            .iter()
-            .filter(|(uid, _)| !wanted.contains(*uid) && k.workers.borrow().get(uid).is_none())
-            .map(|(uid, p)| orphan_pod(uid, &p.name, &p.namespace))
-            .collect();
+        let listed_at = pleg.listed_at.get();
+        let orphans: Vec<Pod> = {
+            let snap = pleg.snapshot.borrow();
+            let workers = k.workers.borrow();
+            orphan_uids(
+                &snap,
+                &wanted,
+                |u| workers.get(u).is_some(),
+                forgotten_at,
+                listed_at,
+            )
+            .into_iter()
+            .filter_map(|uid| {
+                snap.pods
+                    .get(&uid)
+                    .map(|p| orphan_pod(&uid, &p.name, &p.namespace))
+            })
+            .collect()
+        };
         for pod in orphans {
             log::info!(
                 "pod {}: runs but no source wants it; stopping it",
@@ -370,6 +408,33 @@ fn housekeeping<R: Runtime + 'static, I: Images + 'static>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn orphans_skip_pods_removed_after_the_listing() {
+        let mut snap = Snapshot::default();
+        for uid in ["wanted", "owned", "orphan", "just-removed"] {
+            snap.pods.insert(uid.into(), Default::default());
+        }
+        let wanted: BTreeSet<String> = ["wanted".to_string()].into();
+        let t0 = Instant::now();
+        let listed = Some(t0);
+        let mut forgotten =
+            HashMap::from([("just-removed".to_string(), t0 + Duration::from_millis(500))]);
+        let got = orphan_uids(&snap, &wanted, |u| u == "owned", &mut forgotten, listed);
+        assert_eq!(got, ["orphan"]);
+        assert!(forgotten.contains_key("just-removed"));
+        // A listing begun after the worker was forgotten is believed again:
+        // a pod it still shows really runs.
+        let got = orphan_uids(
+            &snap,
+            &wanted,
+            |u| u == "owned",
+            &mut forgotten,
+            Some(t0 + Duration::from_secs(1)),
+        );
+        assert_eq!(got, ["just-removed", "orphan"]);
+        assert!(forgotten.is_empty());
+    }
 
     #[test]
     fn health_windows() {
