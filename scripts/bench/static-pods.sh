@@ -1,0 +1,179 @@
+#!/usr/bin/env bash
+# Static pods through `picolet run` (real shim, runc, CNI bridge, cgroups):
+#   1. manifest written -> container Running, one pod at a time, STATIC_PODS pods (default 30):
+#      p50/p99/max latency (budget p99 <= 1 s);
+#   2. picolet's RSS and CPU with those pods idle for STATIC_IDLE_SECONDS (default 300);
+#   3. STATIC_MORE_PODS more pods written at once (default 80, to 110 = maxPods): time until all
+#      run, then RSS and CPU idle again (budget VmRSS <= 12 MiB with 110 pods; shims not counted,
+#      their total RSS and PSS are reported beside).
+#   usage: scripts/bench/static-pods.sh        (~12 min with the defaults)
+# The busybox test image is imported offline (no pulls are measured here: see pull.sh).
+# picolet runs from the x86_64 static release binary (PICOLET_BIN to override) on a temp root
+# with its own ports, bridge (plbench0, 10.86.0.0/24), runtime namespace and cgroup root; pods
+# stop with picolet at the end (stopPodsOnShutdown).
+. "$(dirname "$0")/lib.sh"
+need file curl skopeo containerd-shim-runc-v2 runc
+[ "$(id -u)" = 0 ] || die "must run as root (pods need namespaces, mounts and cgroups)"
+
+N="${STATIC_PODS:-30}"
+MORE="${STATIC_MORE_PODS:-80}"
+IDLE="${STATIC_IDLE_SECONDS:-300}"
+LAYOUT="${PICOLET_IMAGE_LAYOUT:-/var/tmp/picolet-images/oci}"
+P99_BUDGET_MS=1000
+RSS_BUDGET_KB=$((12 * 1024))
+HEALTHZ=10458 RO=10459
+bench_tmpdir
+p="$BENCH_TMP"
+[ -f "$LAYOUT/index.json" ] || die "no test images at $LAYOUT (run scripts/runtime/build-test-images.sh)"
+
+mkdir -p "$p/manifests" "$p/cni" "$p/logs" "$p/root/images/import"
+skopeo copy --quiet "oci:$LAYOUT:busybox" "oci-archive:$p/root/images/import/busybox.tar:picolet.bench/busybox:1" \
+  || die "cannot export the busybox test image"
+cat > "$p/cni/10-bench.conflist" <<JSON
+{"cniVersion": "1.0.0", "name": "picolet-bench", "plugins": [
+  {"type": "bridge", "bridge": "plbench0", "isGateway": true, "ipMasq": false,
+   "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.86.0.0/24"}]],
+            "dataDir": "$p/cni-ipam"}},
+  {"type": "portmap", "capabilities": {"portMappings": true}}]}
+JSON
+cat > "$p/config.yaml" <<YAML
+apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+staticPodPath: $p/manifests
+healthzPort: $HEALTHZ
+readOnlyPort: $RO
+cgroupRoot: /picolet-bench
+podLogsDir: $p/logs
+picolet:
+  cniConfDir: $p/cni
+  cniBinDirs: [/usr/lib/cni, /opt/cni/bin]
+  runDir: $p/run
+  runtimeNamespace: picolet-bench
+  stopPodsOnShutdown: true
+YAML
+
+bin="$(bench_picolet)"
+target="$(bench_target_of "$bin")"
+"$bin" run --config "$p/config.yaml" --root-dir "$p/root" --hostname-override bench >"$p/log" 2>&1 &
+pid=$!
+# stop: the manifests go, so picolet removes every pod (sandbox, cgroups, network); then
+# SIGTERM, which would still stop what is left (stopPodsOnShutdown). The bench's own cgroup
+# root and bridge go last.
+stop_picolet() {
+  local i d
+  rm -f "$p"/manifests/*.yaml
+  for i in $(seq 600); do
+    kill -0 "$pid" 2>/dev/null || break
+    [ "$(curl -sf "http://127.0.0.1:$RO/pods" | jq '.items | length' 2>/dev/null)" = 0 ] && break
+    sleep 0.1
+  done
+  kill -TERM "$pid" 2>/dev/null || return 0
+  for i in $(seq 1200); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL "$pid" 2>/dev/null || true
+  ip link del plbench0 2>/dev/null || true
+  for d in /sys/fs/cgroup/*/picolet-bench /sys/fs/cgroup/picolet-bench; do
+    [ -d "$d" ] && find "$d" -depth -type d -exec rmdir {} + 2>/dev/null
+  done
+  return 0
+}
+on_exit stop_picolet
+alive() {
+  kill -0 "$pid" 2>/dev/null && return 0
+  echo "--- last lines of picolet's log:" >&2; tail -n 20 "$p/log" >&2 || true
+  die "picolet exited"
+}
+for _ in $(seq 100); do
+  curl -sf "http://127.0.0.1:$HEALTHZ/healthz" >/dev/null 2>&1 && break
+  alive; sleep 0.1
+done
+curl -sf "http://127.0.0.1:$HEALTHZ/healthz" >/dev/null || die "picolet's /healthz did not answer within 10 s"
+
+manifest() {
+  cat <<YAML
+apiVersion: v1
+kind: Pod
+metadata: {name: $1}
+spec:
+  terminationGracePeriodSeconds: 2
+  containers:
+  - name: idle
+    image: picolet.bench/busybox:1
+    imagePullPolicy: Never
+    command: [/bin/sh, -c, "trap 'exit 0' TERM; while true; do sleep 1; done"]
+    resources: {limits: {memory: 16Mi}}
+YAML
+}
+# write NAME: the manifest appears whole (rename), as an editor or a provisioner would write it.
+write() { manifest "$1" > "$p/$1.tmp"; mv "$p/$1.tmp" "$p/manifests/$1.yaml"; }
+# running_count PREFIX: pods named PREFIX* whose containers all run.
+running_count() {
+  curl -sf "http://127.0.0.1:$RO/pods" | jq --arg pre "$1" '[.items[]
+    | select(.metadata.name | startswith($pre))
+    | select((.status.containerStatuses // []) | length > 0 and all(.state.running != null))] | length'
+}
+now_ms() { date +%s%3N; }
+
+# ---- 1. one at a time: manifest written -> Running ----
+note "starting $N pods one at a time"
+lat=()
+for i in $(seq -w 1 "$N"); do
+  t0="$(now_ms)"
+  write "seq-$i"
+  until [ "$(running_count "seq-$i-" 2>/dev/null || echo 0)" = 1 ]; do
+    alive
+    (( $(now_ms) - t0 < 60000 )) || die "pod seq-$i not running 60 s after its manifest"
+    sleep 0.01
+  done
+  lat+=($(( $(now_ms) - t0 )))
+done
+p50="$(printf '%s\n' "${lat[@]}" | percentile 50)"
+p99="$(printf '%s\n' "${lat[@]}" | percentile 99)"
+max="$(printf '%s\n' "${lat[@]}" | percentile 100)"
+pass=false; [ "$p99" -le "$P99_BUDGET_MS" ] && pass=true
+emit static_pod_running_p50 "$p50" ms picolet "$target" "{\"pods\":$N}"
+emit static_pod_running_p99 "$p99" ms picolet "$target" "{\"pods\":$N,\"budget\":$P99_BUDGET_MS,\"pass\":$pass}"
+emit static_pod_running_max "$max" ms picolet "$target" "{\"pods\":$N}"
+note "manifest -> Running over $N pods: p50 $p50 ms, p99 $p99 ms, max $max ms"
+
+# idle PODS [BUDGET_KB]: picolet's RSS and CPU over the idle window with PODS pods, and the
+# shims' total RSS/PSS beside it.
+idle() {
+  local n="$1" budget="${2:-}" c0 c1 rss shim_rss=0 shim_pss=0 s spid extra
+  note "$n pods idle for $IDLE s"
+  c0="$(cpu_seconds "$pid")"; sleep "$IDLE"; alive; c1="$(cpu_seconds "$pid")"
+  rss="$(rss_kb "$pid")"
+  extra="{\"pods\":$n}"
+  if [ -n "$budget" ]; then
+    local ok=false; [ "$rss" -le "$budget" ] && ok=true
+    extra="{\"pods\":$n,\"budget\":$budget,\"pass\":$ok}"
+  fi
+  emit "idle_vmrss_${n}_pods" "$rss" KiB picolet "$target" "$extra"
+  emit "idle_vmhwm_${n}_pods" "$(hwm_kb "$pid")" KiB picolet "$target" "{\"pods\":$n}"
+  emit "idle_cpu_percent_${n}_pods" "$(awk -v a="$c0" -v b="$c1" -v w="$IDLE" 'BEGIN { printf "%.2f", (b - a) * 100 / w }')" \
+    "%" picolet "$target" "{\"pods\":$n,\"window_s\":$IDLE}"
+  # the shims of this run: their socket paths carry the runtime namespace
+  for spid in $(pgrep -f 'containerd-shim-runc-v2 .*-namespace picolet-bench' || true); do
+    s="$(awk '/^Rss:/ {r=$2} /^Pss:/ {q=$2} END {print r+0, q+0}' "/proc/$spid/smaps_rollup" 2>/dev/null)" || continue
+    shim_rss=$((shim_rss + ${s% *})); shim_pss=$((shim_pss + ${s#* }))
+  done
+  emit "shims_rss_${n}_pods" "$shim_rss" KiB containerd-shim-runc-v2 "$(bench_target_of "$(command -v containerd-shim-runc-v2)")" "{\"pods\":$n}"
+  emit "shims_pss_${n}_pods" "$shim_pss" KiB containerd-shim-runc-v2 "$(bench_target_of "$(command -v containerd-shim-runc-v2)")" "{\"pods\":$n}"
+  note "$n pods: picolet VmRSS $rss KiB, shims RSS $shim_rss KiB / PSS $shim_pss KiB"
+}
+idle "$N"
+
+# ---- 3. the rest at once, then idle ----
+total=$((N + MORE))
+if [ "$MORE" -gt 0 ]; then
+  note "writing $MORE more pods at once"
+  t0="$(now_ms)"
+  for i in $(seq -w 1 "$MORE"); do write "burst-$i"; done
+  until [ "$(running_count burst- 2>/dev/null || echo 0)" = "$MORE" ]; do
+    alive
+    (( $(now_ms) - t0 < 600000 )) || die "$MORE pods not all running after 10 min ($(running_count burst-) are)"
+    sleep 0.2
+  done
+  emit burst_all_running "$(( $(now_ms) - t0 ))" ms picolet "$target" "{\"pods\":$MORE,\"already_running\":$N}"
+  note "$MORE pods written at once all running after $(( $(now_ms) - t0 )) ms"
+  idle "$total" "$RSS_BUDGET_KB"
+fi
