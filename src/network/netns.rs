@@ -8,6 +8,7 @@
 //! Creation also brings `lo` up in the new namespace, so picolet needs no
 //! `loopback` CNI plugin run (see `network::cni`).
 
+use crate::util::mountinfo;
 use anyhow::{anyhow, Context, Result};
 use rustix::io::Errno;
 use std::fs::{self, File, OpenOptions};
@@ -145,41 +146,11 @@ fn canonical_mount_point(path: &Path) -> Result<Option<PathBuf>> {
     }
 }
 
-/// True when a mountinfo line has mount point `mp` and filesystem `nsfs`.
+/// True when mountinfo text has `mp` mounted with filesystem `nsfs`.
 fn mountinfo_has_nsfs(info: &str, mp: &Path) -> bool {
-    let want = mp.to_string_lossy();
-    info.lines().any(|line| {
-        // id parent major:minor root mountpoint options [optional...] - fstype source superopts
-        let mut f = line.split(' ');
-        let Some(point) = f.nth(4) else { return false };
-        let fstype = line
-            .split_once(" - ")
-            .and_then(|(_, r)| r.split(' ').next());
-        fstype == Some("nsfs") && unescape_mountinfo(point) == want
-    })
-}
-
-/// mountinfo escapes space, tab, newline and backslash as `\ooo`.
-fn unescape_mountinfo(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
-            let v = (b[i + 1] - b'0') as u32 * 64
-                + (b[i + 2] - b'0') as u32 * 8
-                + (b[i + 3] - b'0') as u32;
-            out.push(v as u8);
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    mountinfo::parse(info)
+        .iter()
+        .any(|m| m.fs_type == "nsfs" && m.mount_point == mp)
 }
 
 /// Runs `f` on a fresh thread that has joined the network namespace at
@@ -251,12 +222,5 @@ mod tests {
             Path::new("/run/picolet/netns/pod")
         ));
         assert!(!mountinfo_has_nsfs(info, Path::new("/run")));
-    }
-
-    #[test]
-    fn unescapes_octal() {
-        assert_eq!(unescape_mountinfo("a\\040b\\134c"), "a b\\c");
-        assert_eq!(unescape_mountinfo("x\\09"), "x\\09");
-        assert_eq!(unescape_mountinfo("end\\"), "end\\");
     }
 }

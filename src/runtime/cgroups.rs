@@ -7,8 +7,8 @@
 //! every hierarchy, as runc's `linux.cgroupsPath` takes them. All calls
 //! block on the filesystem; async callers use `smol::unblock`.
 
-use crate::runtime::mountinfo::{self, MountInfo};
 use crate::runtime::types::LinuxContainerResources;
+use crate::util::mountinfo::{self, MountInfo};
 use anyhow::{bail, Context, Result};
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};

@@ -11,7 +11,6 @@ pub mod convert;
 pub mod events;
 pub mod exec;
 pub mod logs;
-pub mod mountinfo;
 pub mod proto;
 mod recovery;
 pub mod rules;

@@ -1264,7 +1264,7 @@ async fn exec_done(pid: u32) -> bool {
 /// something is mounted there already.
 pub(super) fn mount_rootfs(m: &RootfsMount, target: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(target).with_context(|| format!("create {}", target.display()))?;
-    if super::mountinfo::is_mount_point(&super::mountinfo::read()?, target) {
+    if crate::util::mountinfo::is_mount_point(&crate::util::mountinfo::read()?, target) {
         return Ok(());
     }
     let data =
@@ -1283,7 +1283,7 @@ pub(super) fn mount_rootfs(m: &RootfsMount, target: &Path) -> anyhow::Result<()>
 pub(super) fn unmount_all(target: &Path) -> anyhow::Result<()> {
     use rustix::mount::{unmount, UnmountFlags};
     for _ in 0..8 {
-        if !super::mountinfo::is_mount_point(&super::mountinfo::read()?, target) {
+        if !crate::util::mountinfo::is_mount_point(&crate::util::mountinfo::read()?, target) {
             return Ok(());
         }
         if let Err(e) = unmount(target, UnmountFlags::empty()) {

@@ -19,6 +19,7 @@ use super::proto::{self, cgroups_v1, cgroups_v2};
 use super::ttrpc::{self, Client, Code};
 use super::ContainerStats;
 use crate::config::Config;
+use crate::util::mountinfo;
 use anyhow::{bail, Context, Result};
 use async_io::{Async, Timer};
 use futures_lite::{future, AsyncReadExt};
@@ -320,33 +321,7 @@ pub fn mkfifo(path: &Path) -> Result<()> {
 }
 
 fn mounted_in_proc(path: &Path) -> bool {
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return false;
-    };
-    let want = path.to_string_lossy();
-    info.lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .any(|mp| unescape_mount_path(mp) == want)
-}
-
-/// mountinfo escapes space, tab, newline and backslash as octal.
-fn unescape_mount_path(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
-            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    mountinfo::read().is_ok_and(|m| mountinfo::is_mount_point(&m, path))
 }
 
 fn shim_command(cfg: &ShimConfig, bundle: &Bundle, action: &str) -> smol::process::Command {
@@ -924,12 +899,6 @@ mod tests {
         for bad in ["", ".", "..", "a/b", "a b", &"x".repeat(77)] {
             assert!(validate_id(bad).is_err(), "{bad:?}");
         }
-    }
-
-    #[test]
-    fn mountinfo_paths_unescape() {
-        assert_eq!(unescape_mount_path(r"/a\040b"), "/a b");
-        assert_eq!(unescape_mount_path("/plain"), "/plain");
     }
 
     #[test]

@@ -7,11 +7,11 @@
 
 use crate::image::ImageConfig;
 use crate::pause::{PauseBinary, PAUSE_PATH};
-use crate::runtime::mountinfo;
 use crate::runtime::types::{
     self, ContainerConfig, DnsConfig, LinuxContainerSecurityContext, MountPropagation,
     NamespaceMode, NamespaceOptions, PodSandboxConfig, StringMap,
 };
+use crate::util::mountinfo;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};

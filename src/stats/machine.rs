@@ -2,6 +2,7 @@
 //! cores, frequency, memory, ids, filesystems, disks, NICs, topology.
 //! Parsers are pure functions over file contents; `collect` reads the host.
 
+use crate::util::mountinfo;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -189,49 +190,17 @@ pub fn build_topology(cpus: &[Cpu], node_memory: &BTreeMap<usize, u64>) -> Vec<N
 /// one per device (the first mount wins, as cAdvisor does).
 pub fn block_filesystems(mountinfo: &str) -> Vec<(String, String, String)> {
     let mut seen = BTreeSet::new();
-    let mut out = Vec::new();
-    for line in mountinfo.lines() {
-        // "36 35 98:0 /mnt1 /mnt2 rw,noatime master:1 - ext3 /dev/root rw,errors=continue"
-        let Some((pre, post)) = line.split_once(" - ") else {
-            continue;
-        };
-        let mount_point = pre.split_whitespace().nth(4).unwrap_or("");
-        let mut p = post.split_whitespace();
-        let (Some(fstype), Some(source)) = (p.next(), p.next()) else {
-            continue;
-        };
-        if !source.starts_with("/dev/") || seen.contains(source) {
-            continue;
-        }
-        seen.insert(source.to_string());
-        out.push((
-            source.to_string(),
-            unescape_mount(mount_point),
-            fstype.to_string(),
-        ));
-    }
-    out
-}
-
-/// mountinfo escapes space, tab, newline and backslash as octal.
-fn unescape_mount(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let octal = b
-            .get(i + 1..i + 4)
-            .filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)));
-        if let (b'\\', Some(d)) = (b[i], octal) {
-            let v = (d[0] - b'0') as u32 * 64 + (d[1] - b'0') as u32 * 8 + (d[2] - b'0') as u32;
-            out.push(v as u8);
-            i += 4;
-            continue;
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    mountinfo::parse(mountinfo)
+        .into_iter()
+        .filter(|m| m.source.starts_with("/dev/") && seen.insert(m.source.clone()))
+        .map(|m| {
+            (
+                m.source,
+                m.mount_point.to_string_lossy().into_owned(),
+                m.fs_type,
+            )
+        })
+        .collect()
 }
 
 /// The selected scheduler in a sysfs `queue/scheduler` line ("mq-deadline [none]").

@@ -9,7 +9,7 @@ use super::plan::{
 };
 use super::VolumeError;
 use crate::runtime::convert::VolumePath;
-use crate::runtime::mountinfo;
+use crate::util::mountinfo;
 use anyhow::{Context, Result};
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fs;

@@ -6,7 +6,7 @@
 
 use picolet::api::core::Pod;
 use picolet::runtime::convert::Allocatable;
-use picolet::runtime::mountinfo::{self, MountInfo};
+use picolet::util::mountinfo::{self, MountInfo};
 use picolet::volume::{VolumeContext, VolumeManager};
 use std::path::{Path, PathBuf};
 

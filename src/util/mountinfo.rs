@@ -127,6 +127,13 @@ mod tests {
     }
 
     #[test]
+    fn unescapes_octal_only() {
+        assert_eq!(unescape("a\\040b\\134c"), "a b\\c");
+        assert_eq!(unescape("x\\09"), "x\\09");
+        assert_eq!(unescape("end\\"), "end\\");
+    }
+
+    #[test]
     fn finds_the_mount_of_a_path() {
         let m = parse(SAMPLE);
         assert_eq!(
