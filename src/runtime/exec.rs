@@ -4,7 +4,7 @@
 //! always deleted, also when `Start` failed or the command timed out
 //! (then it is killed first).
 
-use super::shim::{Bundle, ExecProcess, Shim};
+use super::shim::{open_fifo_reader, Bundle, ExecProcess, Shim};
 use super::ExecSyncResponse;
 use anyhow::{Context, Result};
 use async_io::{Async, Timer};
@@ -99,8 +99,8 @@ pub async fn exec_sync_spec(
     let _cleanup = RemoveOnDrop(vec![out_path.clone(), err_path.clone()]);
     // Readers first: the shim opens the FIFOs for writing and blocks until
     // a reader exists.
-    let out_fifo = open_reader(&out_path)?;
-    let err_fifo = open_reader(&err_path)?;
+    let out_fifo = fifo_reader(&out_path)?;
+    let err_fifo = fifo_reader(&err_path)?;
     let req = ExecProcess {
         id: container_id.to_string(),
         exec_id: exec_id.clone(),
@@ -177,15 +177,9 @@ async fn delete_exec(shim: &Shim, container_id: &str, exec_id: &str) {
     }
 }
 
-fn open_reader(path: &Path) -> Result<Async<File>> {
-    super::shim::mkfifo(path)?;
-    let fd = rustix::fs::open(
-        path,
-        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::NONBLOCK | rustix::fs::OFlags::CLOEXEC,
-        rustix::fs::Mode::empty(),
-    )
-    .with_context(|| format!("open FIFO {}", path.display()))?;
-    Async::new(File::from(fd)).with_context(|| format!("register FIFO {}", path.display()))
+fn fifo_reader(path: &Path) -> Result<Async<File>> {
+    Async::new(File::from(open_fifo_reader(path)?))
+        .with_context(|| format!("register FIFO {}", path.display()))
 }
 
 async fn read_capped(mut f: Async<File>) -> Result<Vec<u8>> {

@@ -20,6 +20,7 @@
 //! `containerLogMaxFiles` files exist. (The kubelet also gzips older
 //! rotated files; picolet does not, to keep compression off the loop.)
 
+use super::shim::open_fifo_reader;
 use anyhow::{Context, Result};
 use async_io::{Async, Timer};
 use futures_lite::future;
@@ -290,7 +291,7 @@ impl ContainerLog {
         let mut streams = Vec::new();
         for (s, p) in [(Stream::Stdout, stdout), (Stream::Stderr, stderr)] {
             if let Some(p) = p {
-                streams.push((s, open_fifo_reader(p)?));
+                streams.push((s, fifo_reader(p)?));
             }
         }
         Ok(ContainerLog {
@@ -356,17 +357,6 @@ impl LogCopy {
             t.await;
         }
     }
-}
-
-fn open_fifo_reader(path: &Path) -> Result<Async<OwnedFd>> {
-    super::shim::mkfifo(path)?;
-    let fd = rustix::fs::open(
-        path,
-        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::NONBLOCK | rustix::fs::OFlags::CLOEXEC,
-        rustix::fs::Mode::empty(),
-    )
-    .with_context(|| format!("open FIFO {}", path.display()))?;
-    Async::new(fd).with_context(|| format!("register FIFO {}", path.display()))
 }
 
 /// Whether the FIFO's writers have all gone (after one had connected).
@@ -501,6 +491,10 @@ async fn copy_stream(
     }
 }
 
+fn fifo_reader(path: &Path) -> Result<Async<OwnedFd>> {
+    Async::new(open_fifo_reader(path)?).with_context(|| format!("register FIFO {}", path.display()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -627,7 +621,7 @@ mod tests {
             let cl = ContainerLog::open(Some(&fifo), None, &log, policy).unwrap();
             let mut w = OpenOptions::new().write(true).open(&fifo).unwrap();
             // Like the shim, hold a read end (never read) so the pipe lives on.
-            let _keep = open_fifo_reader(&fifo).unwrap();
+            let _keep = fifo_reader(&fifo).unwrap();
             let copy = cl.start();
             w.write_all(b"a\nb").unwrap();
             Timer::after(Duration::from_millis(100)).await;
@@ -668,7 +662,7 @@ mod tests {
         let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
         crate::rt::block_on(async {
             super::super::shim::mkfifo(&fifo).unwrap();
-            let _keep = open_fifo_reader(&fifo).unwrap(); // the shim's read end
+            let _keep = fifo_reader(&fifo).unwrap(); // the shim's read end
             let mut w = OpenOptions::new().write(true).open(&fifo).unwrap();
             w.write_all(b"x\ntail").unwrap();
             drop(w); // the process exited while picolet was down

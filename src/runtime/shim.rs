@@ -320,6 +320,18 @@ pub fn mkfifo(path: &Path) -> Result<()> {
     }
 }
 
+/// Creates the FIFO unless it exists and opens its read end, non-blocking
+/// (a reader never waits for a writer to come).
+pub fn open_fifo_reader(path: &Path) -> Result<rustix::fd::OwnedFd> {
+    mkfifo(path)?;
+    rustix::fs::open(
+        path,
+        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::NONBLOCK | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )
+    .with_context(|| format!("open FIFO {}", path.display()))
+}
+
 fn mounted_in_proc(path: &Path) -> bool {
     mountinfo::read().is_ok_and(|m| mountinfo::is_mount_point(&m, path))
 }
