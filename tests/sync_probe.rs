@@ -71,13 +71,13 @@ fn liveness_exec_failure_restarts_the_container() {
     node.start();
     // Healthy for 2 s, then the file the probe reads is gone (the new
     // instance starts healthy again: a fresh root filesystem).
-    node.put_manifest(
-        "live.yaml",
-        &format!(
+    let manifest = |name: &str, policy: &str| {
+        format!(
             "apiVersion: v1
 kind: Pod
-metadata: {{name: live}}
+metadata: {{name: {name}}}
 spec:
+  restartPolicy: {policy}
   terminationGracePeriodSeconds: 5
   containers:
   - name: main
@@ -90,8 +90,10 @@ spec:
       failureThreshold: 2
 ",
             script = trapping("touch /tmp/healthy; sleep 2; rm /tmp/healthy;")
-        ),
-    );
+        )
+    };
+    node.put_manifest("live.yaml", &manifest("live", "Always"));
+    node.put_manifest("once.yaml", &manifest("once", "Never"));
     let first = node.wait_pod("live", Duration::from_secs(60), |p| {
         running(container(p, "main"))
     });
@@ -111,6 +113,26 @@ spec:
     assert!(ran >= 2.0, "killed after {ran}s, while still healthy");
     assert!(!alive(old_pid), "the old instance still runs");
     assert!(container(&p, "main").ready);
+    // The probe goes on with the new instance: killed again.
+    node.wait_pod("live", Duration::from_secs(20), |p| {
+        container(p, "main").restart_count >= 2
+    });
+
+    // restartPolicy Never: killed the same way, not started again; the pod
+    // fails.
+    let p = node.wait_pod("once", Duration::from_secs(20), |p| phase(p) == "Failed");
+    let c = container(&p, "main");
+    assert_eq!(terminated(c), Some((143, "Error".into())), "{c:?}");
+    assert_eq!(c.restart_count, 0);
+    assert!(!c.ready);
+    let want = "killing main: Container main failed liveness probe";
+    let log = std::fs::read_to_string(&node.log_path).unwrap();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("once-sync-node-20_default(") && l.contains(want)),
+        "{}",
+        node.log_tail(40)
+    );
 }
 
 #[test]
@@ -684,6 +706,16 @@ spec:
     let log = std::fs::read_to_string(&node.log_path).unwrap();
     let want = "killing main: Container main failed startup probe, will be restarted";
     assert!(log.contains(want), "no `{want}`:\n{}", node.log_tail(40));
+    // The new instance is probed from scratch: not started, and killed
+    // again after three failures.
+    let p = node.wait_pod("never", Duration::from_secs(20), |p| {
+        let c = container(p, "main");
+        c.restart_count >= 2 || (running(c) && c.container_id != Some(old.clone()))
+    });
+    assert_eq!(container(&p, "main").started, Some(false));
+    node.wait_pod("never", Duration::from_secs(20), |p| {
+        container(p, "main").restart_count >= 2
+    });
 }
 
 #[test]
