@@ -2,8 +2,9 @@
 //! past its `activeDeadlineSeconds` is killed and fails with reason
 //! DeadlineExceeded (and stays listed); a container over its memory limit
 //! ends OOMKilled with 137; pods from `staticPodURL` run, survive a server
-//! that answers 500 or garbage, and stop when it serves an empty list;
-//! finished pods stay finished across a picolet restart. (Job-like pods
+//! that answers 500 or garbage (also across a picolet restart), and stop
+//! when it serves an empty list; finished pods stay finished across a
+//! picolet restart. (Job-like pods
 //! ending Succeeded / Failed: `sync_pod.rs`.)
 
 mod sync_support;
@@ -289,6 +290,57 @@ fn static_pod_url_end_to_end() {
             .is_some_and(|(_, body)| !body.contains(&uid))
     });
     assert!(ok, "the pod's sandbox is still listed as running");
+}
+
+#[test]
+fn static_pod_url_down_at_a_picolet_restart_keeps_its_pods() {
+    let port = 18500 + 2 * 34;
+    let server = ManifestServer::start(port);
+    let url = format!("http://127.0.0.1:{port}/pods");
+    let mut node = Node::new(
+        34,
+        Opts {
+            extra: format!("staticPodURL: {url}\nhttpCheckFrequency: 1s\n"),
+            ..Default::default()
+        },
+    );
+    assert_eq!(node.host_port(0), port);
+    let manifest = busybox_pod(
+        "fromurl",
+        "Always",
+        "trap 'exit 143' TERM; while true; do sleep 0.1; done",
+    );
+    server.serve(200, &manifest);
+    node.start();
+    let p = node.wait_pod("fromurl", Duration::from_secs(60), |p| {
+        running(container(p, "main"))
+    });
+    let uid = p.metadata.uid.clone().unwrap();
+    let cid = container(&p, "main").container_id.clone().unwrap();
+    let pid = node.container_pid(&cid).expect("container pid");
+
+    // picolet restarts while the URL fails: until the source has answered
+    // once, its pods are not orphans (housekeeping runs every 2 s).
+    node.kill9();
+    server.serve(500, "down");
+    node.start();
+    server.wait_reads(&node, 4);
+    assert!(
+        alive(pid),
+        "the URL's pod was stopped while the URL was down"
+    );
+    assert!(node.pod("fromurl").is_none(), "listed without a source");
+
+    // The URL answers again: the same pod, adopted, not restarted.
+    server.serve(200, &manifest);
+    let p = node.wait_pod("fromurl", Duration::from_secs(20), |p| {
+        running(container(p, "main"))
+    });
+    assert_eq!(p.metadata.uid.as_deref(), Some(uid.as_str()));
+    let c = container(&p, "main");
+    assert_eq!(c.container_id.as_deref(), Some(cid.as_str()));
+    assert_eq!(c.restart_count, 0);
+    assert_eq!(node.container_pid(&cid), Some(pid));
 }
 
 #[test]
