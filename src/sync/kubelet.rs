@@ -713,7 +713,12 @@ impl<R: Runtime + 'static, I: Images + 'static> Kubelet<R, I> {
         a: &PodActions,
         volumes: &BTreeMap<String, VolumePath>,
     ) -> Result<bool, SandboxFailure> {
-        // 1. Kill.
+        // 1. Kill. Why each container goes is logged also when the whole
+        // pod goes (a liveness failure under restartPolicy Never): without
+        // events, the log is the only place that tells.
+        for k in &a.containers_to_kill {
+            log::info!("pod {}: killing {}: {}", format_pod(pod), k.name, k.message);
+        }
         if a.kill_pod {
             if a.create_sandbox && !rt.sandboxes.is_empty() {
                 log::info!("pod {}: sandbox changed, starting over", format_pod(pod));
@@ -737,7 +742,6 @@ impl<R: Runtime + 'static, I: Images + 'static> Kubelet<R, I> {
             let pod_ip = rt.ips().first().cloned();
             let mut tasks = Vec::new();
             for k in &a.containers_to_kill {
-                log::info!("pod {}: killing {}: {}", format_pod(pod), k.name, k.message);
                 let this = self.clone();
                 let (pod, k, ip) = (pod.clone(), k.clone(), pod_ip.clone());
                 tasks.push(crate::rt::spawn(async move {

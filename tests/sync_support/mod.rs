@@ -18,7 +18,7 @@
 //! (`PICOLET_TEST_REGISTRY`) as a plain-HTTP mirror for pull tests.
 #![allow(dead_code)]
 
-use picolet::api::core::{ContainerStatus, Pod};
+use picolet::api::core::{ContainerStateTerminated, ContainerStatus, Pod, PodCondition};
 use picolet::config::Config;
 use picolet::network::{netns, PodNetworkRequest, PodNetworks};
 use picolet::runtime::cgroups::Cgroups;
@@ -362,6 +362,14 @@ picolet:
         let tmp = self.manifests.join(format!(".{file}.tmp"));
         std::fs::write(&tmp, text).unwrap();
         std::fs::rename(&tmp, self.manifests.join(file)).unwrap();
+    }
+
+    /// `<root>/out`, created: a host directory for pods to write into
+    /// (mounted with a hostPath volume).
+    pub fn out_dir(&self) -> PathBuf {
+        let d = self.root.join("out");
+        std::fs::create_dir_all(&d).unwrap();
+        d
     }
 
     pub fn remove_manifest(&self, file: &str) {
@@ -712,6 +720,40 @@ pub fn last_terminated(c: &ContainerStatus) -> Option<(i32, String)> {
         .as_ref()
         .and_then(|s| s.terminated.as_ref())
         .map(|t| (t.exit_code, t.reason.clone().unwrap_or_default()))
+}
+
+/// The last state's terminated record.
+pub fn last_terminated_state(c: &ContainerStatus) -> Option<&ContainerStateTerminated> {
+    c.last_state.as_ref().and_then(|s| s.terminated.as_ref())
+}
+
+/// The current state's terminated record.
+pub fn terminated_state(c: &ContainerStatus) -> Option<&ContainerStateTerminated> {
+    c.state.as_ref().and_then(|s| s.terminated.as_ref())
+}
+
+/// The pod condition of type `type_`.
+pub fn pod_condition<'a>(p: &'a Pod, type_: &str) -> Option<&'a PodCondition> {
+    p.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| c.type_ == type_)
+}
+
+/// Lines of a file that contain `needle` (0 when it does not exist).
+pub fn count_lines(path: &Path, needle: &str) -> usize {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(needle))
+        .count()
+}
+
+/// Seconds from `a` to `b`.
+pub fn secs_between(a: &picolet::api::meta::Time, b: &picolet::api::meta::Time) -> f64 {
+    (b.0.as_millisecond() - a.0.as_millisecond()) as f64 / 1000.0
 }
 
 pub fn condition(p: &Pod, type_: &str) -> Option<String> {
