@@ -22,7 +22,7 @@ use crate::config::Config;
 use crate::util::mountinfo;
 use anyhow::{bail, Context, Result};
 use async_io::{Async, Timer};
-use futures_lite::{future, AsyncReadExt};
+use futures_lite::future;
 use protobuf::Message;
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -265,14 +265,21 @@ impl Bundle {
         let f =
             Async::new(File::from(fd)).with_context(|| format!("register {}", path.display()))?;
         let id = self.id.clone();
+        // The shim writes a few lines at start and on errors: wait for
+        // readability holding no buffer (one drain per bundle, for the
+        // pod's whole life), then read what is there with a stack buffer.
         let task = crate::rt::spawn(async move {
-            let mut f = f;
-            let mut buf = vec![0u8; 4096];
             let mut line = Vec::new();
             loop {
-                let n = match f.read(&mut buf).await {
+                if let Err(e) = f.readable().await {
+                    log::debug!("shim log {id}: {e}");
+                    break;
+                }
+                let mut buf = [0u8; 1024];
+                let n = match std::io::Read::read(&mut f.get_ref(), &mut buf) {
                     Ok(0) => break,
                     Ok(n) => n,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
                     Err(e) => {
                         log::debug!("shim log {id}: {e}");
                         break;
@@ -286,6 +293,9 @@ impl Bundle {
                 if line.len() > 16 << 10 {
                     log::debug!(target: "picolet::shim", "{id}: {}", String::from_utf8_lossy(&line));
                     line.clear();
+                }
+                if line.is_empty() {
+                    line = Vec::new(); // give the capacity back
                 }
             }
         });

@@ -103,9 +103,11 @@ async fn read_frame(mut r: impl futures_lite::AsyncRead + Unpin) -> io::Result<O
     let h = Header::decode(&hb);
     let len = h.length as usize;
     if len > MAX_MESSAGE {
-        // Keep the stream in sync: skip the body in small pieces.
+        // Keep the stream in sync: skip the body in small pieces. On the
+        // heap: an array here would make every connection's reader future
+        // (one per shim, alive for the pod's life) 8 KiB larger.
         let mut left = len;
-        let mut sink = [0u8; 8192];
+        let mut sink = vec![0u8; 8192];
         while left > 0 {
             let n = left.min(sink.len());
             r.read_exact(&mut sink[..n]).await?;
