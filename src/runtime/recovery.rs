@@ -21,7 +21,7 @@
 use super::service::{
     cleanup_dead, kill_and_wait, shim_gone, unmount_all, Ctr, Ended, Inner, Sandbox,
 };
-use super::shim::{Bundle, Exit, TaskStatus, GROUP_ANNOTATION};
+use super::shim::{Bundle, TaskStatus, GROUP_ANNOTATION};
 use super::state::{ContainerPhase, Loaded};
 use crate::network::{netns, PodNetworkRequest};
 use crate::runtime::logs::ContainerLog;
@@ -177,12 +177,7 @@ impl Inner {
             };
             match shim.state(&sb.id(), None).await {
                 Ok(st) if st.status == TaskStatus::Stopped => {
-                    let exit = Exit {
-                        pid: st.pid,
-                        exit_status: st.exit_status,
-                        exited_at: st.exited_at,
-                    };
-                    self.finish_sandbox(sb, Ended::of(exit)).await;
+                    self.finish_sandbox(sb, Ended::of(st.exit())).await;
                 }
                 Ok(_) => log::info!("adopted pod sandbox {}", sb.id()),
                 Err(e) if e.is_not_found() => {
@@ -205,12 +200,7 @@ impl Inner {
                     };
                     match shim.state(&id, None).await {
                         Ok(st) if st.status == TaskStatus::Stopped => {
-                            let exit = Exit {
-                                pid: st.pid,
-                                exit_status: st.exit_status,
-                                exited_at: st.exited_at,
-                            };
-                            self.finish_container(c, Ended::of(exit)).await;
+                            self.finish_container(c, Ended::of(st.exit())).await;
                         }
                         Ok(_) => log::info!("adopted container {id}"),
                         Err(e) if e.is_not_found() => {

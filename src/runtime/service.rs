@@ -1089,12 +1089,7 @@ impl Inner {
             };
             match shim.state(&sb.id(), None).await {
                 Ok(st) if st.status == TaskStatus::Stopped => {
-                    let exit = Exit {
-                        pid: st.pid,
-                        exit_status: st.exit_status,
-                        exited_at: st.exited_at,
-                    };
-                    out.extend(self.finish_sandbox(&sb, Ended::of(exit)).await);
+                    out.extend(self.finish_sandbox(&sb, Ended::of(st.exit())).await);
                 }
                 Ok(_) => {}
                 Err(e) if e.is_not_found() => {
@@ -1116,12 +1111,7 @@ impl Inner {
             };
             match shim.state(&c.id(), None).await {
                 Ok(st) if st.status == TaskStatus::Stopped => {
-                    let exit = Exit {
-                        pid: st.pid,
-                        exit_status: st.exit_status,
-                        exited_at: st.exited_at,
-                    };
-                    out.extend(self.finish_container(&c, Ended::of(exit)).await);
+                    out.extend(self.finish_container(&c, Ended::of(st.exit())).await);
                 }
                 Ok(_) => {}
                 Err(e) if e.is_not_found() => {

@@ -470,6 +470,17 @@ pub struct TaskState {
     pub terminal: bool,
 }
 
+impl TaskState {
+    /// The exit this state reports (meaningful once `status` is Stopped).
+    pub fn exit(&self) -> Exit {
+        Exit {
+            pid: self.pid,
+            exit_status: self.exit_status,
+            exited_at: self.exited_at,
+        }
+    }
+}
+
 /// A mount for `Create.rootfs` (the shim mounts it on `BUNDLE/rootfs`).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct RootfsMount {
