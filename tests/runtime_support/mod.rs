@@ -342,15 +342,14 @@ impl RtEnv {
 
     /// Mount points under this test's root and run dir.
     pub fn mounts(&self) -> Vec<String> {
-        let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        let roots = [
-            self.root.to_string_lossy().into_owned(),
-            self.run.to_string_lossy().into_owned(),
-        ];
-        info.lines()
-            .filter_map(|l| l.split(' ').nth(4))
-            .filter(|m| roots.iter().any(|r| m.starts_with(r.as_str())))
-            .map(str::to_string)
+        // By path component: `x-1` must not match `x-10`'s mounts.
+        picolet::util::mountinfo::read()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|m| {
+                m.mount_point.starts_with(&self.root) || m.mount_point.starts_with(&self.run)
+            })
+            .map(|m| m.mount_point.to_string_lossy().into_owned())
             .collect()
     }
 

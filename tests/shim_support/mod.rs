@@ -185,12 +185,12 @@ impl TestEnv {
 
     /// Mount points under this test's root.
     pub fn mounts(&self) -> Vec<String> {
-        let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        let root = self.root.to_string_lossy().into_owned();
-        info.lines()
-            .filter_map(|l| l.split(' ').nth(4))
-            .filter(|m| m.starts_with(&root))
-            .map(str::to_string)
+        // By path component: `x-1` must not match `x-10`'s mounts.
+        picolet::util::mountinfo::read()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|m| m.mount_point.starts_with(&self.root))
+            .map(|m| m.mount_point.to_string_lossy().into_owned())
             .collect()
     }
 

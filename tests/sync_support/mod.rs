@@ -498,15 +498,15 @@ picolet:
     }
 
     fn mounts(&self) -> Vec<String> {
-        let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        let (a, b) = (
-            self.root.to_string_lossy().into_owned(),
-            self.run.to_string_lossy().into_owned(),
-        );
-        text.lines()
-            .filter_map(|l| l.split(' ').nth(4))
-            .filter(|m| m.starts_with(&a) || m.starts_with(&b))
-            .map(str::to_string)
+        // By path component: node 2's clean-up must not unmount node 20's
+        // mounts (`sync-2` is a string prefix of `sync-20`).
+        picolet::util::mountinfo::read()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|m| {
+                m.mount_point.starts_with(&self.root) || m.mount_point.starts_with(&self.run)
+            })
+            .map(|m| m.mount_point.to_string_lossy().into_owned())
             .collect()
     }
 
