@@ -66,6 +66,10 @@ pub struct KubeletConfig {
     pub kube_api_qps: f64,
     pub kube_api_burst: u32,
     pub register_node: bool,
+    /// Taints the Node is created with.
+    pub register_with_taints: Vec<crate::api::core::Taint>,
+    /// Images in the node status; -1: all.
+    pub node_status_max_images: i32,
     pub provider_id: String,
     pub system_reserved: BTreeMap<String, String>,
     pub kube_reserved: BTreeMap<String, String>,
@@ -139,6 +143,8 @@ impl Default for KubeletConfig {
             kube_api_qps: 50.0,
             kube_api_burst: 100,
             register_node: true,
+            register_with_taints: Vec::new(),
+            node_status_max_images: 50,
             provider_id: String::new(),
             system_reserved: BTreeMap::new(),
             kube_reserved: BTreeMap::new(),
@@ -224,14 +230,12 @@ const IGNORED_UPSTREAM: &[&str] = &[
     "memorySwap",
     "memoryThrottlingFactor",
     "mergeDefaultEvictionSettings",
-    "nodeStatusMaxImages",
     "oomScoreAdj",
     "podCIDR",
     "podsPerCore",
     "preloadedImagesVerificationAllowlist",
     "protectKernelDefaults",
     "qosReserved",
-    "registerWithTaints",
     "reservedMemory",
     "rotateCertificates",
     "runtimeCgroups",
@@ -387,6 +391,14 @@ impl KubeletConfig {
                 "kubeAPIQPS" => c.kube_api_qps = f.float()?,
                 "kubeAPIBurst" => c.kube_api_burst = f.uint(u32::MAX as u64)? as u32,
                 "registerNode" => c.register_node = f.bool()?,
+                "registerWithTaints" => c.register_with_taints = f.taints()?,
+                "nodeStatusMaxImages" => {
+                    let n = f.int()?;
+                    if n < -1 || n > i64::from(i32::MAX) {
+                        bail!("nodeStatusMaxImages: invalid value {n}: expected -1 (all) or more");
+                    }
+                    c.node_status_max_images = n as i32;
+                }
                 "providerID" => c.provider_id = f.string()?,
                 "systemReserved" => c.system_reserved = f.string_map()?,
                 "kubeReserved" => c.kube_reserved = f.string_map()?,
@@ -646,6 +658,50 @@ impl Field<'_> {
             })
             .collect()
     }
+    /// A list of `{key, value, effect}` taints.
+    fn taints(&self) -> Result<Vec<crate::api::core::Taint>> {
+        if self.1.is_null() {
+            return Ok(Vec::new());
+        }
+        let list = self
+            .1
+            .as_array()
+            .ok_or_else(|| self.bad("a list of taints"))?;
+        let mut out = Vec::new();
+        for (i, t) in list.iter().enumerate() {
+            let at = format!("{}[{i}]", self.0);
+            let obj = t
+                .as_object()
+                .ok_or_else(|| anyhow::anyhow!("{at}: expected a mapping"))?;
+            let get = |k: &str| -> Result<Option<String>> {
+                match obj.get(k) {
+                    None | Some(Value::Null) => Ok(None),
+                    Some(Value::String(s)) => Ok(Some(s.clone())),
+                    Some(v) => bail!("{at}.{k}: invalid value {v}: expected a string"),
+                }
+            };
+            for k in obj.keys() {
+                if !["key", "value", "effect", "timeAdded"].contains(&k.as_str()) {
+                    bail!("{at}: unknown field {k}");
+                }
+            }
+            let key = get("key")?.filter(|k| !k.is_empty());
+            let key = key.ok_or_else(|| anyhow::anyhow!("{at}.key: required"))?;
+            let effect = get("effect")?.unwrap_or_default();
+            if !["NoSchedule", "PreferNoSchedule", "NoExecute"].contains(&effect.as_str()) {
+                bail!(
+                    "{at}.effect: unsupported value {effect:?}: expected NoSchedule, PreferNoSchedule or NoExecute"
+                );
+            }
+            out.push(crate::api::core::Taint {
+                key,
+                value: get("value")?,
+                effect,
+                time_added: None,
+            });
+        }
+        Ok(out)
+    }
     fn string_list_map(&self) -> Result<BTreeMap<String, Vec<String>>> {
         if self.1.is_null() {
             return Ok(BTreeMap::new());
@@ -668,6 +724,8 @@ pub struct Config {
     pub kubeconfig: Option<PathBuf>,
     pub node_name: String,
     pub node_ip: Option<IpAddr>,
+    /// `--node-labels`, applied when the Node is created.
+    pub node_labels: BTreeMap<String, String>,
 }
 
 impl Config {
@@ -695,6 +753,7 @@ impl Config {
             kubeconfig,
             node_name,
             node_ip,
+            node_labels: BTreeMap::new(),
         })
     }
 
@@ -792,6 +851,8 @@ readOnlyPort: 10255
 clusterDNS: [10.0.0.10]
 staticPodURLHeader: {X-Token: [a, b]}
 crashLoopBackOff: {maxContainerRestartPeriod: 40s}
+registerWithTaints: [{key: dedicated, value: edge, effect: NoExecute}]
+nodeStatusMaxImages: -1
 evictionHard: {memory.available: 50Mi}
 picolet:
   cniConfDir: /tmp/cni
@@ -806,6 +867,10 @@ picolet:
         assert_eq!(c.cluster_dns, vec!["10.0.0.10".parse::<IpAddr>().unwrap()]);
         assert_eq!(c.static_pod_url_header["X-Token"], vec!["a", "b"]);
         assert_eq!(c.max_container_restart_period, Duration::from_secs(40));
+        assert_eq!(c.register_with_taints.len(), 1);
+        assert_eq!(c.register_with_taints[0].effect, "NoExecute");
+        assert_eq!(c.register_with_taints[0].value.as_deref(), Some("edge"));
+        assert_eq!(c.node_status_max_images, -1);
         assert_eq!(c.eviction_hard.len(), 1);
         assert_eq!(c.picolet.cni_conf_dir, PathBuf::from("/tmp/cni"));
         assert_eq!(c.picolet.back_off_initial, Duration::from_secs(1));
@@ -849,6 +914,15 @@ picolet:
             ("maxPods: -1", "maxPods"),
             ("picolet: {backOffInitial: 0s}", "picolet.backOffInitial"),
             ("enableServer: yes please", "enableServer"),
+            (
+                "registerWithTaints: [{key: a, effect: Sometimes}]",
+                "registerWithTaints[0].effect",
+            ),
+            (
+                "registerWithTaints: [{effect: NoSchedule}]",
+                "registerWithTaints[0].key",
+            ),
+            ("nodeStatusMaxImages: -2", "nodeStatusMaxImages"),
         ] {
             let e = parse(doc).err().unwrap_or_else(|| panic!("{doc} accepted"));
             let m = format!("{e:#}");

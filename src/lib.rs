@@ -12,6 +12,7 @@ pub mod image;
 pub mod kube;
 pub mod logger;
 pub mod network;
+pub mod node;
 pub mod pause;
 pub mod probe;
 pub mod rt;

@@ -6,9 +6,16 @@ use std::io::Write;
 
 struct Stderr;
 
+/// Other crates' debug output (rustls's handshake notes) only at trace
+/// verbosity: picolet's own debug lines are what -v 3..5 is for.
+static THIRD_PARTY_DEBUG: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 impl Log for Stderr {
     fn enabled(&self, m: &Metadata) -> bool {
         m.level() <= log::max_level()
+            && (m.level() <= Level::Info
+                || m.target().starts_with("picolet")
+                || THIRD_PARTY_DEBUG.load(std::sync::atomic::Ordering::Relaxed))
     }
     fn log(&self, r: &Record) {
         if !self.enabled(r.metadata()) {
@@ -40,5 +47,6 @@ pub fn init(verbosity: u8) {
     static LOGGER: Stderr = Stderr;
     if log::set_logger(&LOGGER).is_ok() {
         log::set_max_level(level_for(verbosity));
+        THIRD_PARTY_DEBUG.store(verbosity >= 6, std::sync::atomic::Ordering::Relaxed);
     }
 }

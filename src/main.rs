@@ -51,6 +51,12 @@ struct RunArgs {
     node_ip: Option<IpAddr>,
     #[argh(
         option,
+        long = "node-labels",
+        description = "labels the Node is registered with: key=value,key2=value2"
+    )]
+    node_labels: Option<String>,
+    #[argh(
+        option,
         short = 'v',
         long = "v",
         default = "2",
@@ -262,13 +268,18 @@ fn human_size(b: u64) -> String {
 
 fn run(a: RunArgs) -> anyhow::Result<()> {
     picolet::logger::init(a.v);
-    let cfg = picolet::config::Config::new(
+    let mut cfg = picolet::config::Config::new(
         a.config.as_deref(),
         a.root_dir,
         a.kubeconfig,
         a.hostname_override,
         a.node_ip,
     )?;
+    if let Some(l) = &a.node_labels {
+        let labels = picolet::node::register::parse_node_labels(l)?;
+        picolet::node::register::validate_node_labels(&labels)?;
+        cfg.node_labels = labels;
+    }
     log::info!(
         "picolet {} starting as node {}",
         env!("CARGO_PKG_VERSION"),

@@ -14,7 +14,7 @@
 //! content, restart counts from the runtime's annotations, back-off from
 //! the state directory.
 
-pub mod node;
+pub mod cluster;
 
 use crate::config::Config;
 use crate::image::ImageService;
@@ -44,6 +44,9 @@ pub struct Agent {
     pub images: Rc<ImageService>,
     pub node: NodeContext,
     pub machine: Rc<MachineInfo>,
+    /// What the node status reports as capacity and allocatable.
+    pub capacity: crate::node::status::Resources,
+    pub allocatable: crate::node::status::Resources,
 }
 
 /// The parts built elsewhere that plug into the pod workers.
@@ -112,7 +115,7 @@ impl Agent {
         let c = cfg.clone();
         smol::unblock(move || create_dirs(&c)).await?;
         let machine = smol::unblock(crate::stats::machine::collect).await;
-        let node_ip = node::node_ip(cfg.node_ip)?;
+        let node_ip = crate::node::facts::node_ip(cfg.node_ip)?;
         let resolv = cfg.kubelet.resolv_conf.clone();
         let host_dns = match smol::unblock(move || read_host_dns(&resolv)).await {
             Ok(d) => d,
@@ -124,12 +127,25 @@ impl Agent {
         };
         let root = cfg.root_dir.clone();
         let ephemeral = smol::unblock(move || fs_capacity(&root)).await?;
-        let alloc = node::allocatable(
+        let alloc = crate::node::facts::allocatable(
             &cfg.kubelet,
             machine.num_cores,
             machine.memory_capacity as i64,
             ephemeral,
         )?;
+        let hugepages = crate::node::facts::hugepages(&machine);
+        let capacity = crate::node::status::Resources {
+            cpu_milli: machine.num_cores as i64 * 1000,
+            memory: machine.memory_capacity as i64,
+            ephemeral_storage: ephemeral,
+            hugepages: hugepages.clone(),
+        };
+        let allocatable = crate::node::status::Resources {
+            cpu_milli: alloc.cpu_milli,
+            memory: alloc.memory,
+            ephemeral_storage: alloc.ephemeral_storage,
+            hugepages,
+        };
         let node = NodeContext::new(
             &cfg.kubelet,
             &cfg.node_name,
@@ -155,6 +171,8 @@ impl Agent {
             images,
             node,
             machine: Rc::new(machine),
+            capacity,
+            allocatable,
         })
     }
 
@@ -190,6 +208,7 @@ impl Agent {
             backoff.clone(),
             wake_tx,
         );
+        let network = ext.network_status.clone();
         if let Some(f) = ext.network_status {
             k.set_network_status(f);
         }
@@ -235,6 +254,27 @@ impl Agent {
                     break;
                 }
             }
+        });
+
+        let _cluster = self.cfg.kubeconfig.clone().map(|path| {
+            let network = network.unwrap_or_else(|| {
+                Rc::new(|| crate::network::NetworkStatus {
+                    ready: true,
+                    reason: String::new(),
+                    message: String::new(),
+                })
+            });
+            let host = cluster::ClusterHost::new(
+                self.cfg.clone(),
+                self.machine.clone(),
+                self.node.node_ips[0],
+                self.capacity.clone(),
+                self.allocatable.clone(),
+                self.images.clone(),
+                network,
+                health.clone(),
+            );
+            crate::rt::spawn(cluster::run(path, Rc::new(host)))
         });
 
         let sources = crate::sources::start(kc, &self.cfg.node_name);
@@ -284,7 +324,7 @@ pub async fn run_node(cfg: Config) -> Result<Exit> {
     let rt = runtime.clone();
     let net = runtime.clone();
     let ext = Extensions {
-        network_status: Some(Box::new(move || net.network_status())),
+        network_status: Some(Rc::new(move || net.network_status())),
         hooks: Rc::new(crate::sync::hooks::LifecycleHooks::new(runtime.clone())),
         prober: Rc::new(prober),
         probe_updates,

@@ -118,6 +118,35 @@ fn clamp(v: i128) -> i64 {
     v.clamp(i64::MIN as i128, i64::MAX as i128) as i64
 }
 
+/// `v` as the API machinery prints a BinarySI quantity (memory, storage):
+/// in the largest power-of-1024 unit that divides it exactly (`16Gi`,
+/// `8039624Ki`), plainly below 1024 or when nothing divides it.
+pub fn format_binary_si(v: i64) -> String {
+    const UNITS: [&str; 6] = ["Ki", "Mi", "Gi", "Ti", "Pi", "Ei"];
+    if v.unsigned_abs() < 1024 {
+        return v.to_string();
+    }
+    let (mut n, mut unit) = (v, None);
+    for u in UNITS {
+        if n % 1024 != 0 {
+            break;
+        }
+        n /= 1024;
+        unit = Some(u);
+    }
+    format!("{n}{}", unit.unwrap_or(""))
+}
+
+/// Millis as the API machinery prints a DecimalSI quantity (cpu): whole
+/// units when exact (`2`), else millis (`1500m`).
+pub fn format_milli(m: i64) -> String {
+    if m % 1000 == 0 {
+        (m / 1000).to_string()
+    } else {
+        format!("{m}m")
+    }
+}
+
 /// Parses a k8s-openapi `Quantity`.
 pub fn parse(q: &k8s_openapi::apimachinery::pkg::api::resource::Quantity) -> Result<Quantity> {
     Quantity::parse(&q.0)
@@ -126,6 +155,22 @@ pub fn parse(q: &k8s_openapi::apimachinery::pkg::api::resource::Quantity) -> Res
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn formats_like_the_api_machinery() {
+        assert_eq!(format_binary_si(0), "0");
+        assert_eq!(format_binary_si(1000), "1000");
+        assert_eq!(format_binary_si(1024), "1Ki");
+        assert_eq!(format_binary_si(16 << 30), "16Gi");
+        assert_eq!(format_binary_si(8_232_574_976), "8039624Ki");
+        assert_eq!(format_binary_si(8_232_574_977), "8232574977");
+        assert_eq!(format_milli(2000), "2");
+        assert_eq!(format_milli(1500), "1500m");
+        assert_eq!(format_milli(0), "0");
+        for v in [0i64, 1023, 1024, 5 << 20, 8_232_574_977] {
+            assert_eq!(Quantity::parse(&format_binary_si(v)).unwrap().value(), v);
+        }
+    }
 
     fn q(s: &str) -> Quantity {
         Quantity::parse(s).unwrap()

@@ -265,6 +265,15 @@ impl ImageService {
     }
 
     /// Every image in the store.
+    /// Changes whenever an image is added or removed (the records
+    /// directory's mtime), so callers can cache what they derive from
+    /// [`list`](Self::list).
+    pub fn records_version(&self) -> Option<std::time::SystemTime> {
+        std::fs::metadata(self.store.root.join("records"))
+            .and_then(|m| m.modified())
+            .ok()
+    }
+
     pub fn list(&self) -> Result<Vec<Image>> {
         Ok(self.store.records()?.into_iter().map(|r| r.image).collect())
     }

@@ -113,7 +113,9 @@ impl Transport {
             health: RefCell::new(Health {
                 up: true,
                 since: Instant::now(),
-                backoff: Backoff::new(Duration::from_millis(500), Duration::from_secs(30), 0.5),
+                // Short: callers retry on their own schedules (the Lease every
+                // few seconds); this only keeps a burst of them off a dead server.
+                backoff: Backoff::new(Duration::from_millis(250), Duration::from_secs(4), 0.5),
                 next_attempt: None,
                 last_error: String::new(),
             }),

@@ -150,7 +150,7 @@ pub struct SyncConfig {
 }
 
 /// Reports the node's network readiness.
-pub type NetworkStatusFn = Box<dyn Fn() -> crate::network::NetworkStatus>;
+pub type NetworkStatusFn = Rc<dyn Fn() -> crate::network::NetworkStatus>;
 
 /// Per-pod memory of the last sync (upstream's reason cache), plus the
 /// reason the pod cannot start containers yet (sandbox, volumes).

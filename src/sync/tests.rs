@@ -434,7 +434,7 @@ fn start_failures_surface_as_waiting_reasons() {
         // The node has no network: no sandbox is tried; status says why.
         let ready = Rc::new(std::cell::Cell::new(false));
         let r = ready.clone();
-        s.k.set_network_status(Box::new(move || crate::network::NetworkStatus {
+        s.k.set_network_status(Rc::new(move || crate::network::NetworkStatus {
             ready: r.get(),
             reason: "NetworkPluginNotReady".into(),
             message: "no CNI configuration".into(),

@@ -58,6 +58,10 @@ pub struct Opts {
     pub extra: String,
     /// `picolet.stopPodsOnShutdown`.
     pub stop_pods_on_shutdown: bool,
+    /// `--kubeconfig`: join this cluster.
+    pub kubeconfig: Option<PathBuf>,
+    /// More `picolet run` flags.
+    pub args: Vec<String>,
 }
 
 impl Default for Opts {
@@ -68,6 +72,8 @@ impl Default for Opts {
             back_off_reset: "60s".into(),
             extra: String::new(),
             stop_pods_on_shutdown: false,
+            kubeconfig: None,
+            args: Vec::new(),
         }
     }
 }
@@ -88,6 +94,8 @@ pub struct Node {
     pub ro_port: u16,
     /// The config picolet runs with (paths for the clean-up).
     pub cfg: Config,
+    /// `--kubeconfig` and other flags of `picolet run`.
+    pub run_args: Vec<String>,
     child: Option<Child>,
 }
 
@@ -127,6 +135,7 @@ impl Node {
                 .expect("config"),
             root,
             run,
+            run_args: Vec::new(),
             child: None,
         };
         node.write_config(&opts);
@@ -196,6 +205,11 @@ picolet:
         let kc = picolet::config::KubeletConfig::parse(&text).expect("test config parses");
         self.cfg.kubelet = kc;
         self.cfg.node_name = self.node_name.clone();
+        self.run_args = o.args.clone();
+        if let Some(k) = &o.kubeconfig {
+            self.run_args.push("--kubeconfig".into());
+            self.run_args.push(k.display().to_string());
+        }
     }
 
     /// Replaces `backOffInitial` etc. (takes effect at the next start).
@@ -285,6 +299,7 @@ picolet:
             .arg("--root-dir")
             .arg(self.root.join("root"))
             .args(["--hostname-override", &self.node_name])
+            .args(&self.run_args)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
