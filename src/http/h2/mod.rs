@@ -16,8 +16,11 @@
 //! the default window (the request is written whole, before the peer's
 //! SETTINGS), or priorities. The caller bounds the exchange with a timeout.
 
+pub mod conn;
 mod frame;
 pub mod hpack;
+
+pub use conn::{Body, ConnOptions, Connection};
 
 use self::frame::*;
 use self::hpack::{encode_literal, Decoder};
