@@ -12,7 +12,7 @@ pub mod h2;
 mod tls;
 mod url;
 
-pub use self::tls::TlsOptions;
+pub use self::tls::{client_config, TlsOptions};
 pub use self::url::{query_escape, Url};
 
 use anyhow::{bail, Context, Result};
@@ -132,7 +132,10 @@ impl Client {
         if let Some(c) = self.tls.get() {
             return Ok(c.clone());
         }
-        let c = Arc::new(tls::client_config(&self.opts.tls)?);
+        let mut c = tls::client_config(&self.opts.tls)?;
+        // This client speaks HTTP/1.1 only, whatever else the options offer.
+        c.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let c = Arc::new(c);
         Ok(self.tls.get_or_init(|| c).clone())
     }
 
@@ -146,8 +149,11 @@ impl Client {
             .with_context(|| what.clone())?;
         let mut stream = if url.https {
             let cfg = self.tls_config()?;
-            let name = rustls::pki_types::ServerName::try_from(url.host.clone())
-                .with_context(|| format!("{what}: invalid TLS server name {:?}", url.host))?;
+            let name = self
+                .opts
+                .tls
+                .server_name(&url.host)
+                .with_context(|| what.clone())?;
             let conn = futures_rustls::TlsConnector::from(cfg).connect(name, tcp);
             let tls = with_timeout(self.opts.connect_timeout, conn)
                 .await
