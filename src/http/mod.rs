@@ -473,7 +473,7 @@ impl Body {
 }
 
 /// Runs `fut`, failing with `TimedOut` after `d`.
-async fn with_timeout<T>(
+pub(crate) async fn with_timeout<T>(
     d: Duration,
     fut: impl std::future::Future<Output = io::Result<T>>,
 ) -> io::Result<T> {
@@ -487,7 +487,11 @@ async fn with_timeout<T>(
     .await
 }
 
-async fn connect(host: &str, port: u16, timeout: Duration) -> Result<smol::net::TcpStream> {
+pub(crate) async fn connect(
+    host: &str,
+    port: u16,
+    timeout: Duration,
+) -> Result<smol::net::TcpStream> {
     let addrs = with_timeout(timeout, smol::net::resolve((host, port)))
         .await
         .with_context(|| format!("resolve host {host:?}"))?;

@@ -368,6 +368,41 @@ impl Connection {
     }
 }
 
+/// Dials `host:port` (TCP, then TLS offering what `tls` offers, which must
+/// include ALPN `h2`) and starts an HTTP/2 connection on it. Each step is
+/// bounded by `timeout`. A server that does not select `h2` is an error:
+/// nothing was sent, so it is [`Error::Unprocessed`], like every failure
+/// here.
+pub async fn connect_tls(
+    host: &str,
+    port: u16,
+    tls: std::sync::Arc<rustls::ClientConfig>,
+    server_name: rustls::pki_types::ServerName<'static>,
+    timeout: Duration,
+    opts: ConnOptions,
+) -> Result<Connection, Error> {
+    if !tls.alpn_protocols.iter().any(|p| p == b"h2") {
+        return Err(Error::Protocol(
+            "the TLS configuration does not offer ALPN h2".into(),
+        ));
+    }
+    let tcp = crate::http::connect(host, port, timeout)
+        .await
+        .map_err(|e| Error::Unprocessed(format!("{e:#}")))?;
+    let connect = futures_rustls::TlsConnector::from(tls).connect(server_name, tcp);
+    let tls = crate::http::with_timeout(timeout, connect)
+        .await
+        .map_err(|e| Error::Unprocessed(format!("TLS handshake with {host}:{port}: {e}")))?;
+    let alpn = tls.get_ref().1.alpn_protocol();
+    if alpn != Some(b"h2") {
+        let got = alpn.map_or("none".into(), |p| String::from_utf8_lossy(p).into_owned());
+        return Err(Error::Unprocessed(format!(
+            "{host}:{port} did not negotiate HTTP/2 (ALPN: {got})"
+        )));
+    }
+    Connection::handshake(tls, opts).await
+}
+
 /// The header list of a request: pseudo-headers first, then the caller's
 /// headers (lower-cased, connection-specific ones dropped), user-agent and
 /// content-length when missing.

@@ -20,7 +20,7 @@ pub mod conn;
 mod frame;
 pub mod hpack;
 
-pub use conn::{Body, ConnOptions, Connection};
+pub use conn::{connect_tls, Body, ConnOptions, Connection};
 
 use self::frame::*;
 use self::hpack::{encode_literal, Decoder};
