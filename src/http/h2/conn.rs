@@ -623,7 +623,7 @@ impl Inner {
         if let Some(s) = self.streams.get_mut(&id) {
             if s.counted && s.closed() {
                 s.counted = false;
-                self.active -= 1;
+                self.active = self.active.saturating_sub(1);
                 self.wake_all();
             }
         }
@@ -750,7 +750,7 @@ impl Inner {
             self.queue(RST_STREAM, 0, id, &CANCEL.to_be_bytes());
         }
         if s.counted {
-            self.active -= 1;
+            self.active = self.active.saturating_sub(1);
         }
         // Unread data goes back to the connection window.
         self.credit_conn(s.buffered as i64);
@@ -1298,7 +1298,7 @@ impl Inner {
                     .get_or_insert_with(|| Error::Unprocessed(why.clone()));
                 if s.counted {
                     s.counted = false;
-                    self.active -= 1;
+                    self.active = self.active.saturating_sub(1);
                 }
                 s.wake();
             }

@@ -987,10 +987,25 @@ fn close_fails_streams_unwritten_requests_are_unprocessed() {
         )
         .await;
         let big = spawn_send(&c, post("/big", vec![0; 8 << 20]));
-        sleep(100).await;
+        // Until the writer is stuck: nothing written for 50 ms, and the
+        // body waits on a full buffer.
+        let mut last = 0;
+        loop {
+            sleep(50).await;
+            let i = c.h.0.borrow();
+            if i.written == last && i.out.len() >= OUT_HIGH_WATER {
+                break;
+            }
+            last = i.written;
+        }
         let queued = spawn_send(&c, get("/queued"));
-        sleep(50).await;
-        assert!(c.h.0.borrow().taken < c.h.0.borrow().queued);
+        while !c.h.0.borrow().streams.contains_key(&3) {
+            sleep(1).await;
+        }
+        {
+            let i = c.h.0.borrow();
+            assert!(i.streams[&3].headers_end > i.taken);
+        }
         c.close();
         assert!(c.is_closed());
         assert!(matches!(queued.await, Err(Error::Unprocessed(_))));
