@@ -9,6 +9,7 @@ pub mod api;
 pub mod config;
 pub mod http;
 pub mod image;
+pub mod kube;
 pub mod logger;
 pub mod network;
 pub mod pause;

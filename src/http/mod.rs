@@ -12,7 +12,7 @@ pub mod h2;
 mod tls;
 mod url;
 
-pub use self::tls::{client_config, TlsOptions};
+pub use self::tls::{client_config, insecure_verifier, system_roots, TlsOptions};
 pub use self::url::{query_escape, Url};
 
 use anyhow::{bail, Context, Result};
@@ -51,6 +51,9 @@ impl Default for ClientOptions {
 pub struct Client {
     opts: ClientOptions,
     tls: OnceCell<Arc<rustls::ClientConfig>>,
+    /// Verify the server's certificate for this name instead of the URL's
+    /// host (kubeconfig `tls-server-name`).
+    tls_name: Option<rustls::pki_types::ServerName<'static>>,
 }
 
 /// A request: method, URL, headers and an optional in-memory body.
@@ -121,6 +124,21 @@ impl Client {
         Client {
             opts,
             tls: OnceCell::new(),
+            tls_name: None,
+        }
+    }
+
+    /// A client with a ready TLS config (its own CA, client certificate,
+    /// ALPN) and optionally a server name to verify instead of the host.
+    pub fn with_tls_config(
+        opts: ClientOptions,
+        cfg: Arc<rustls::ClientConfig>,
+        name: Option<rustls::pki_types::ServerName<'static>>,
+    ) -> Self {
+        Client {
+            opts,
+            tls: OnceCell::from(cfg),
+            tls_name: name,
         }
     }
 
@@ -149,11 +167,14 @@ impl Client {
             .with_context(|| what.clone())?;
         let mut stream = if url.https {
             let cfg = self.tls_config()?;
-            let name = self
-                .opts
-                .tls
-                .server_name(&url.host)
-                .with_context(|| what.clone())?;
+            let name = match &self.tls_name {
+                Some(n) => n.clone(),
+                None => self
+                    .opts
+                    .tls
+                    .server_name(&url.host)
+                    .with_context(|| what.clone())?,
+            };
             let conn = futures_rustls::TlsConnector::from(cfg).connect(name, tcp);
             let tls = with_timeout(self.opts.connect_timeout, conn)
                 .await
