@@ -12,7 +12,7 @@ pub mod h2;
 mod tls;
 mod url;
 
-pub use self::tls::{insecure_verifier, system_roots, TlsOptions};
+pub use self::tls::{client_config, insecure_verifier, system_roots, TlsOptions};
 pub use self::url::{query_escape, Url};
 
 use anyhow::{bail, Context, Result};
@@ -150,7 +150,10 @@ impl Client {
         if let Some(c) = self.tls.get() {
             return Ok(c.clone());
         }
-        let c = Arc::new(tls::client_config(&self.opts.tls)?);
+        let mut c = tls::client_config(&self.opts.tls)?;
+        // This client speaks HTTP/1.1 only, whatever else the options offer.
+        c.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let c = Arc::new(c);
         Ok(self.tls.get_or_init(|| c).clone())
     }
 
@@ -166,8 +169,11 @@ impl Client {
             let cfg = self.tls_config()?;
             let name = match &self.tls_name {
                 Some(n) => n.clone(),
-                None => rustls::pki_types::ServerName::try_from(url.host.clone())
-                    .with_context(|| format!("{what}: invalid TLS server name {:?}", url.host))?,
+                None => self
+                    .opts
+                    .tls
+                    .server_name(&url.host)
+                    .with_context(|| what.clone())?,
             };
             let conn = futures_rustls::TlsConnector::from(cfg).connect(name, tcp);
             let tls = with_timeout(self.opts.connect_timeout, conn)

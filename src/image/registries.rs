@@ -133,6 +133,7 @@ impl RegistriesConfig {
                     client_cert,
                     insecure_skip_verify: t.insecure_skip_verify,
                     no_system_roots: false,
+                    ..Default::default()
                 })
             });
             let tls = tls.transpose()?;
