@@ -12,7 +12,7 @@ pub mod h2;
 mod tls;
 mod url;
 
-pub use self::tls::{client_config, insecure_verifier, system_roots, TlsOptions};
+pub use self::tls::{client_config, TlsOptions};
 pub use self::url::{query_escape, Url};
 
 use anyhow::{bail, Context, Result};

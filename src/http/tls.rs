@@ -171,19 +171,6 @@ pub fn client_config(o: &TlsOptions) -> Result<rustls::ClientConfig> {
     Ok(cfg)
 }
 
-/// A verifier that accepts any server certificate (kubeconfig's
-/// `insecure-skip-tls-verify`); handshake signatures are still checked.
-pub fn insecure_verifier() -> Arc<dyn ServerCertVerifier> {
-    Arc::new(NoVerify(provider()))
-}
-
-/// The system's CA store.
-pub fn system_roots() -> rustls::RootCertStore {
-    let mut roots = rustls::RootCertStore::empty();
-    load_system_roots(&mut roots);
-    roots
-}
-
 /// Adds every certificate of a PEM file; returns how many were added.
 fn add_pem_file(roots: &mut rustls::RootCertStore, f: &Path) -> Result<usize> {
     let mut n = 0;

@@ -56,42 +56,34 @@ impl TlsMaterial {
     }
 }
 
-/// The rustls client config for `kc`, offering `alpn` (e.g. h2 then
-/// http/1.1), and the name to verify the server's certificate against.
+/// The rustls client config for `kc`, offering `alpn` (h2 then
+/// http/1.1), and the name to verify the server's certificate against. A
+/// kubeconfig CA replaces the system store, as in client-go.
 pub fn client_config(
     kc: &Kubeconfig,
     alpn: &[&[u8]],
 ) -> Result<(Arc<rustls::ClientConfig>, ServerName<'static>)> {
-    let m = TlsMaterial::read(kc)?;
-    let url = kc.endpoint()?;
-    let host = kc.tls_server_name.clone().unwrap_or(url.host);
-    let name = ServerName::try_from(host.clone())
-        .with_context(|| format!("invalid TLS server name {host:?}"))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .context("TLS protocol versions")?;
-    let builder = if kc.insecure_skip_tls_verify {
-        builder
-            .dangerous()
-            .with_custom_certificate_verifier(crate::http::insecure_verifier())
-    } else if m.ca.is_empty() {
-        builder.with_root_certificates(crate::http::system_roots())
-    } else {
-        let mut roots = rustls::RootCertStore::empty();
-        for c in m.ca {
-            roots
-                .add(c)
-                .context("certificate-authority: unusable CA certificate")?;
-        }
-        builder.with_root_certificates(roots)
+    let read = |src: &super::kubeconfig::Source, field: &str| {
+        src.read().with_context(|| src.describe(field))
     };
-    let mut cfg = match m.client_key {
-        Some(key) => builder
-            .with_client_auth_cert(m.client_chain, key)
-            .context("client certificate and key do not form a usable pair")?,
-        None => builder.with_no_client_auth(),
+    let ca = kc
+        .ca
+        .as_ref()
+        .map(|c| read(c, "certificate-authority"))
+        .transpose()?;
+    let client_cert_pem = match &kc.credentials.client_cert {
+        Some((c, k)) => Some((read(c, "client-certificate")?, read(k, "client-key")?)),
+        None => None,
     };
-    cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    Ok((Arc::new(cfg), name))
+    let opts = crate::http::TlsOptions {
+        no_system_roots: ca.is_some(),
+        ca_pem: ca.into_iter().collect(),
+        client_cert_pem,
+        insecure_skip_verify: kc.insecure_skip_tls_verify,
+        server_name: kc.tls_server_name.clone(),
+        alpn: alpn.iter().map(|p| p.to_vec()).collect(),
+        ..Default::default()
+    };
+    let name = opts.server_name(&kc.endpoint()?.host)?;
+    Ok((Arc::new(crate::http::client_config(&opts)?), name))
 }

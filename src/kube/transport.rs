@@ -6,6 +6,7 @@
 //! per attempt.
 
 use super::kubeconfig::Kubeconfig;
+use crate::http::h2::conn as h2;
 use crate::http::{self, Url};
 use crate::util::Backoff;
 use std::cell::{Cell, RefCell};
@@ -48,6 +49,7 @@ impl Response {
 }
 
 pub enum Body {
+    H2(h2::Body),
     H1(http::Body),
 }
 
@@ -55,6 +57,7 @@ impl Body {
     /// The next piece of the body; `None` at its end.
     pub async fn chunk(&mut self) -> Result<Option<Vec<u8>>, String> {
         match self {
+            Body::H2(b) => b.chunk().await.map_err(|e| e.to_string()),
             Body::H1(b) => {
                 let mut buf = vec![0u8; 16 * 1024];
                 let n = b.read(&mut buf).await.map_err(|e| format!("{e}"))?;
@@ -101,6 +104,15 @@ pub struct Transport {
     ua: String,
     health: RefCell<Health>,
     requests: Cell<u64>,
+    /// The HTTP/2 connection every request shares.
+    conn: RefCell<Option<h2::Connection>>,
+    /// One dial at a time: requests arriving meanwhile wait for it.
+    dialing: smol::lock::Mutex<()>,
+    /// The server did not offer HTTP/2: HTTP/1.1, a connection per request.
+    http1: Cell<bool>,
+    /// Bytes of connections already closed.
+    old_sent: Cell<u64>,
+    old_received: Cell<u64>,
 }
 
 impl Transport {
@@ -120,7 +132,103 @@ impl Transport {
                 last_error: String::new(),
             }),
             requests: Cell::new(0),
+            conn: RefCell::new(None),
+            dialing: smol::lock::Mutex::new(()),
+            http1: Cell::new(false),
+            old_sent: Cell::new(0),
+            old_received: Cell::new(0),
         }))
+    }
+
+    /// Bytes written to the server over HTTP/2 so far (TLS records
+    /// included), for benchmarks.
+    pub fn bytes_sent(&self) -> u64 {
+        self.old_sent.get() + self.conn.borrow().as_ref().map_or(0, |c| c.bytes_sent())
+    }
+
+    /// Bytes read from the server over HTTP/2 so far.
+    pub fn bytes_received(&self) -> u64 {
+        self.old_received.get()
+            + self
+                .conn
+                .borrow()
+                .as_ref()
+                .map_or(0, |c| c.bytes_received())
+    }
+
+    /// Whether requests go over one HTTP/2 connection (not HTTP/1.1).
+    pub fn uses_http2(&self) -> bool {
+        self.url.https && !self.http1.get()
+    }
+
+    /// Forgets the current connection (it failed, or the server is
+    /// draining it). Not closed here: watches still on a draining
+    /// connection run to their end, and a failed one is closed already.
+    fn retire(&self, old: &h2::Connection) {
+        let mut cur = self.conn.borrow_mut();
+        if cur.as_ref().is_some_and(|c| c.same(old)) {
+            self.old_sent.set(self.old_sent.get() + old.bytes_sent());
+            self.old_received
+                .set(self.old_received.get() + old.bytes_received());
+            *cur = None;
+        }
+    }
+
+    /// The live HTTP/2 connection, dialled when there is none; `None` when
+    /// the server speaks only HTTP/1.1.
+    async fn http2(&self) -> Result<Option<h2::Connection>, String> {
+        if !self.uses_http2() {
+            return Ok(None);
+        }
+        let live = || {
+            self.conn
+                .borrow()
+                .as_ref()
+                .filter(|c| !c.is_closed())
+                .cloned()
+        };
+        if let Some(c) = live() {
+            return Ok(Some(c));
+        }
+        let _dial = self.dialing.lock().await;
+        if let Some(c) = live() {
+            return Ok(Some(c));
+        }
+        let old = self.conn.borrow().clone();
+        if let Some(old) = old {
+            self.retire(&old);
+        }
+        let (cfg, name) = super::tls::client_config(&self.kc, &[b"h2", b"http/1.1"])
+            .map_err(|e| format!("{e:#}"))?;
+        let opts = h2::ConnOptions {
+            user_agent: self.ua.clone(),
+            ..Default::default()
+        };
+        match h2::connect_tls(
+            &self.url.host,
+            self.url.port,
+            cfg,
+            name,
+            CONNECT_TIMEOUT,
+            opts,
+        )
+        .await
+        {
+            Ok(c) => {
+                log::debug!("API server {}: connected (HTTP/2)", self.kc.server);
+                *self.conn.borrow_mut() = Some(c.clone());
+                Ok(Some(c))
+            }
+            Err(h2::Error::NotOffered(..)) => {
+                log::info!(
+                    "API server {} does not offer HTTP/2: using HTTP/1.1, a connection per request",
+                    self.kc.server
+                );
+                self.http1.set(true);
+                Ok(None)
+            }
+            Err(e) => Err(format!("{} ({})", e, self.kc.server)),
+        }
     }
 
     pub fn server(&self) -> &str {
@@ -213,12 +321,82 @@ impl Transport {
         self.check_backoff()?;
         let auth = self.auth_header()?;
         self.requests.set(self.requests.get() + 1);
+        // A request the server certainly did not see (refused stream, a
+        // connection that went away first) is sent once more on a new one.
+        for attempt in 0..2 {
+            let conn = match self.http2().await {
+                Ok(Some(c)) => c,
+                Ok(None) => break,
+                Err(e) => {
+                    self.mark_down(&e);
+                    return Err(e);
+                }
+            };
+            match self.send_h2(&conn, &req, auth.clone(), timeout).await {
+                Ok(r) => {
+                    self.mark_up();
+                    return Ok(r);
+                }
+                Err(h2::Error::Unprocessed(e)) if attempt == 0 => {
+                    log::debug!("API server {}: {e}; sending again", self.kc.server);
+                    self.retire(&conn);
+                }
+                Err(e @ (h2::Error::Unprocessed(_) | h2::Error::Connection(_))) => {
+                    self.retire(&conn);
+                    let e = format!("{} {}: {e}", req.method, req.path);
+                    self.mark_down(&e);
+                    return Err(e);
+                }
+                Err(e) => return Err(format!("{} {}: {e}", req.method, req.path)),
+            }
+        }
         let res = self.send_h1(&req, auth, timeout).await;
         match &res {
             Ok(_) => self.mark_up(),
             Err(e) => self.mark_down(e),
         }
         res
+    }
+
+    async fn send_h2(
+        &self,
+        conn: &h2::Connection,
+        req: &Request,
+        auth: Option<String>,
+        timeout: Duration,
+    ) -> Result<Response, h2::Error> {
+        let mut headers = vec![("accept".to_string(), "application/json".to_string())];
+        if let Some(ct) = req.content_type {
+            headers.push(("content-type".into(), ct.into()));
+        }
+        if let Some(a) = auth {
+            headers.push(("authorization".into(), a));
+        }
+        let r = h2::Request {
+            method: req.method.into(),
+            scheme: "https".into(),
+            authority: self.url.authority(),
+            path: join_path(&self.url.path_and_query, &req.path),
+            headers,
+            body: req.body.clone(),
+        };
+        let send = async { conn.send(r).await.map(Some) };
+        let resp = futures_lite::future::or(send, async {
+            async_io::Timer::after(timeout).await;
+            Ok(None)
+        })
+        .await?
+        .ok_or_else(|| {
+            h2::Error::Connection(format!(
+                "no response within {}",
+                crate::util::duration::format(timeout)
+            ))
+        })?;
+        Ok(Response {
+            status: resp.status,
+            headers: resp.headers,
+            body: Body::H2(resp.body),
+        })
     }
 
     async fn send_h1(

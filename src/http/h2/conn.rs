@@ -113,6 +113,10 @@ pub enum Error {
     /// Anything else (malformed response headers, invalid request, ...).
     #[error("HTTP/2 protocol error: {0}")]
     Protocol(String),
+    /// The TLS server did not select ALPN `h2` (nothing was sent): the
+    /// caller may speak HTTP/1.1 to it instead.
+    #[error("{0} does not offer HTTP/2 (ALPN: {1})")]
+    NotOffered(String, String),
 }
 
 /// A request. `headers` have lower-case names; connection-specific headers
@@ -257,6 +261,11 @@ impl Drop for StreamRef {
 }
 
 impl Connection {
+    /// Whether both handles are on the same connection.
+    pub fn same(&self, other: &Connection) -> bool {
+        Rc::ptr_eq(&self.h, &other.h)
+    }
+
     /// Writes the client preface and our SETTINGS on an already-connected
     /// stream (TLS with ALPN h2, or cleartext for tests), spawns the
     /// connection's tasks on `crate::rt`'s executor and returns at once.
@@ -370,9 +379,9 @@ impl Connection {
 
 /// Dials `host:port` (TCP, then TLS offering what `tls` offers, which must
 /// include ALPN `h2`) and starts an HTTP/2 connection on it. Each step is
-/// bounded by `timeout`. A server that does not select `h2` is an error:
-/// nothing was sent, so it is [`Error::Unprocessed`], like every failure
-/// here.
+/// bounded by `timeout`. Failures are [`Error::Unprocessed`] (nothing was
+/// sent), but a server that does not select `h2` is
+/// [`Error::NotOffered`].
 pub async fn connect_tls(
     host: &str,
     port: u16,
@@ -396,9 +405,7 @@ pub async fn connect_tls(
     let alpn = tls.get_ref().1.alpn_protocol();
     if alpn != Some(b"h2") {
         let got = alpn.map_or("none".into(), |p| String::from_utf8_lossy(p).into_owned());
-        return Err(Error::Unprocessed(format!(
-            "{host}:{port} did not negotiate HTTP/2 (ALPN: {got})"
-        )));
+        return Err(Error::NotOffered(format!("{host}:{port}"), got));
     }
     Connection::handshake(tls, opts).await
 }
