@@ -575,6 +575,7 @@ fn bad_kubeconfigs_are_reported_and_local_pods_keep_running() {
 #[test]
 fn api_server_outage_keeps_pods_running_and_recovers() {
     let cp = ControlPlane::private(1, "apiserver controller-manager");
+    let _purge = cp.purge_on_drop();
     let mut node = member(44, &cp, "nodeStatusUpdateFrequency: 2s", &[]);
     let name = node.node_name.clone();
     node.put_manifest("p.yaml", &busybox_pod("p", "Always", "sleep 3600"));

@@ -95,6 +95,12 @@ impl ControlPlane {
         let _ = self.script("down.sh").arg("--purge").output();
     }
 
+    /// Purges this (private) control plane when the guard is dropped, also
+    /// after a failed assertion.
+    pub fn purge_on_drop(&self) -> PurgeGuard {
+        PurgeGuard(self.clone())
+    }
+
     pub fn admin_kubeconfig(&self) -> PathBuf {
         self.dir.join("admin.kubeconfig")
     }
@@ -168,6 +174,14 @@ impl ControlPlane {
             "--ignore-not-found",
             "--wait=false",
         ]);
+    }
+}
+
+pub struct PurgeGuard(ControlPlane);
+
+impl Drop for PurgeGuard {
+    fn drop(&mut self) {
+        self.0.purge();
     }
 }
 
