@@ -263,6 +263,23 @@ fn report_frequency_reregistration_and_operator_labels() {
         "heartbeats in 30 s with a 12 s report period: {beats:?}"
     );
 
+    // Somebody else's change to the status (the node controller marking
+    // the node Unknown) is seen through the watch and corrected.
+    let patch = r#"{"status":{"conditions":[{"type":"Ready","status":"Unknown","reason":"NodeStatusUnknown","message":"Kubelet stopped posting node status."}]}}"#;
+    let out = cp.kubectl(&[
+        "patch",
+        "node",
+        &name,
+        "--subresource=status",
+        "--type=strategic",
+        "-p",
+        patch,
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(!is_ready(&cp.node(&name).unwrap()));
+    wait_for(Duration::from_secs(10), || cp.node(&name).filter(is_ready))
+        .unwrap_or_else(|| panic!("Ready not restored\n{}", node.log_tail(30)));
+
     // An operator's label stays; a Node deleted by an operator comes back
     // (new UID) with its Lease owned by the new Node.
     let out = cp.kubectl(&["label", "node", &name, "team=ops"]);

@@ -392,7 +392,12 @@ async fn scenarios(api: &Api) {
     let mut added = Vec::new();
     while added.len() < 5 {
         let e = rx.recv().await.unwrap();
-        if e["type"] == "ADDED" {
+        // The controller-manager (when it runs) adds kube-root-ca.crt to
+        // every new namespace: only the test's own objects count.
+        let ours = e["object"]["metadata"]["name"]
+            .as_str()
+            .is_some_and(|n| n.starts_with("small-"));
+        if e["type"] == "ADDED" && ours {
             added.push(
                 e["object"]["metadata"]["name"]
                     .as_str()

@@ -157,10 +157,17 @@ fn back_off_survives_a_picolet_restart() {
     });
     let c = container(&p, "main");
     assert_eq!(c.restart_count, count + 1, "one restart, counted on");
+    // The instance counted last: running, or already exited (terminated,
+    // or waiting again with it as the last state).
     let started = c
         .state
         .as_ref()
-        .and_then(|s| s.running.as_ref().and_then(|r| r.started_at.clone()))
+        .and_then(|s| {
+            s.running
+                .as_ref()
+                .and_then(|r| r.started_at.clone())
+                .or_else(|| s.terminated.as_ref().and_then(|t| t.started_at.clone()))
+        })
         .or_else(|| {
             c.last_state
                 .as_ref()

@@ -104,6 +104,8 @@ pub struct Transport {
     ua: String,
     health: RefCell<Health>,
     requests: Cell<u64>,
+    /// How many times the server became unreachable.
+    outages: Cell<u64>,
     /// The HTTP/2 connection every request shares.
     conn: RefCell<Option<h2::Connection>>,
     /// One dial at a time: requests arriving meanwhile wait for it.
@@ -132,6 +134,7 @@ impl Transport {
                 last_error: String::new(),
             }),
             requests: Cell::new(0),
+            outages: Cell::new(0),
             conn: RefCell::new(None),
             dialing: smol::lock::Mutex::new(()),
             http1: Cell::new(false),
@@ -302,6 +305,7 @@ impl Transport {
             );
             h.up = false;
             h.since = Instant::now();
+            self.outages.set(self.outages.get() + 1);
         } else {
             log::debug!("API server {}: {err}", self.kc.server);
         }
@@ -313,6 +317,13 @@ impl Transport {
     /// Whether the last attempt reached the server.
     pub fn is_up(&self) -> bool {
         self.health.borrow().up
+    }
+
+    /// How many times the server became unreachable: a caller that caches
+    /// server state compares it to know that others may have changed
+    /// things meanwhile.
+    pub fn outages(&self) -> u64 {
+        self.outages.get()
     }
 
     /// Sends `req`; returns once the response headers arrived. `timeout`

@@ -157,6 +157,10 @@ fn parse_event<K: DeserializeOwned + Resource>(line: &[u8]) -> Result<WatchEvent
     }
 }
 
+/// The longest wait before watching again after the server could not be
+/// reached (API errors back off to 30 s, as client-go's reflector).
+const TRANSPORT_RETRY_MAX: Duration = Duration::from_secs(5);
+
 /// What the list + watch loop tells its consumer.
 #[derive(Debug)]
 pub enum Event<K> {
@@ -325,6 +329,12 @@ impl Reflector {
             }
             failing = true;
             let mut d = self.backoff.next_delay();
+            if failure.is_transport() {
+                // The server was unreachable: attempts cost it nothing, and
+                // the consumer must catch up soon after it returns (the
+                // node's own copy of its Node, for one).
+                d = d.min(TRANSPORT_RETRY_MAX);
+            }
             if let Some(ra) = failure.retry_after() {
                 d = d.max(ra);
             }

@@ -72,6 +72,10 @@ pub struct NodeManager {
     wake_tx: smol::channel::Sender<()>,
     wake_rx: smol::channel::Receiver<()>,
     status_patches: Cell<u64>,
+    /// The transport's outage count when the Node was last read: after an
+    /// outage the cached copy may be stale (the node controller marks an
+    /// unreachable node Unknown), so it is read again.
+    outages_seen: Cell<u64>,
 }
 
 /// "system:node:NAME" of the client certificate, if it is one.
@@ -109,6 +113,7 @@ impl NodeManager {
             wake_tx,
             wake_rx,
             status_patches: Cell::new(0),
+            outages_seen: Cell::new(0),
         })
     }
 
@@ -262,6 +267,20 @@ impl NodeManager {
         last_report: &mut Option<Instant>,
         failing: &mut bool,
     ) {
+        let outages = self.client.transport().outages();
+        if outages != self.outages_seen.get() {
+            match self.client.get::<Node>(None, self.name()).await {
+                Ok(n) => {
+                    self.set_server(n);
+                    self.outages_seen.set(outages);
+                }
+                Err(e) if e.is_not_found() => {
+                    self.unregistered.set(true);
+                    return;
+                }
+                Err(e) => log::debug!("re-read node {}: {e}", self.name()),
+            }
+        }
         let facts = host.facts().await;
         let current = self
             .server

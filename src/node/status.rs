@@ -415,7 +415,7 @@ mod tests {
         assert_eq!(v["capacity"]["memory"], "8Gi");
         assert_eq!(v["capacity"]["pods"], "110");
         assert_eq!(v["allocatable"]["cpu"], "3750m");
-        assert_eq!(v["allocatable"]["memory"], "8000Mi");
+        assert_eq!(v["allocatable"]["memory"], "7992Mi");
         assert_eq!(v["capacity"]["hugepages-2Mi"], "0");
         assert_eq!(
             v["addresses"],
