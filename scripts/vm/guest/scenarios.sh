@@ -88,6 +88,12 @@ record_pod() {
   fact "$1.ctr.cgroup_of_pid" "$(sed -n 's/^0:://p' /proc/"$pid"/cgroup 2>/dev/null)"
 }
 
+# every cgroup below the QoS parents (none once every pod is gone)
+leftover_cgroups() {
+  find $CG/kubepods -mindepth 1 -type d 2>/dev/null \
+    | grep -v -e "^$CG/kubepods/burstable\$" -e "^$CG/kubepods/besteffort\$" | tr '\n' ' ' | sed 's/ *$//'
+}
+
 # remove_all: every manifest deleted -> no pod left in /pods; then what is left behind
 remove_all() {
   local t0 n
@@ -102,11 +108,12 @@ remove_all() {
   done
   fact removal.pods_left "${n:-unknown}"
   fact removal.ms $(( $(now_ms) - t0 ))
-  # picolet removes a pod's cgroup right after its sandbox: allow a moment
-  sleep 1
-  fact removal.cgroups_left "$(find $CG/kubepods -mindepth 1 -type d 2>/dev/null \
-      | grep -v -e '^/sys/fs/cgroup/kubepods/burstable$' -e '^/sys/fs/cgroup/kubepods/besteffort$' \
-      | tr '\n' ' ' | sed 's/ *$//')"
+  # /pods drops a pod when its manifest goes (as upstream's pod manager); the worker
+  # still stops it and then removes its cgroup: wait for that, bounded
+  t0=$(now_ms)
+  while [ -n "$(leftover_cgroups)" ] && [ $(( $(now_ms) - t0 )) -lt 60000 ]; do sleep 0.2; done
+  fact removal.cgroups_ms $(( $(now_ms) - t0 ))
+  fact removal.cgroups_left "$(leftover_cgroups)"
   fact removal.runc_left "$(runc --root /run/containerd/runc/picolet list -q 2>/dev/null | wc -l)"
   fact removal.overlays_left "$(grep -c " overlay " /proc/mounts)"
 }
@@ -154,7 +161,9 @@ fact spec.memory_capacity "$(jq -r .memory_capacity "$OUT/spec.json" 2>/dev/null
 
 if [ "$MODE" = degraded ]; then
   start_pod limited && record_pod limited
-  fact limited.pod.entries "$(ls "$CG$(sed -n 's/^limited.pod_cgroup=//p' "$OUT/facts")" | grep -c -e '^memory\.' -e '^cpuset\.' -e '^hugetlb\.')"
+  # files of the missing controllers (*.pressure are PSI's, there without them)
+  fact limited.pod.missing_controller_files "$(ls "$CG$(sed -n 's/^limited.pod_cgroup=//p' "$OUT/facts")" \
+    | grep -e '^memory\.' -e '^cpuset\.' -e '^hugetlb\.' | grep -v '\.pressure$' | tr '\n' ' ' | sed 's/ *$//')"
   remove_all
   stop_picolet
   exit 0
