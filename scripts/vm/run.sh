@@ -29,12 +29,14 @@ die() { echo "scripts/vm/run.sh: $*" >&2; exit 1; }
 note() { echo "vm: $*" >&2; }
 [ "$(id -u)" = 0 ] || die "must run as root (apt-get)"
 cd "$ROOT"
+T_START=$SECONDS
 
 # ---- what the VM needs --------------------------------------------------------------------
 "$ROOT/scripts/runtime/install-packages.sh" >/dev/null
 "$HERE/install-packages.sh" >&2
 "$ROOT/scripts/runtime/build-test-images.sh" "$LAYOUT" >/dev/null
 
+T_PREP=$SECONDS
 BIN="${PICOLET_VM_BIN:-}"
 if [ -z "$BIN" ]; then
   [ -x /opt/cross/bin/cargo-zigbuild ] || "$ROOT/cross/setup.sh" >&2
@@ -42,6 +44,7 @@ if [ -z "$BIN" ]; then
   BIN="$("$ROOT/cross/build-static.sh" x86_64-unknown-linux-musl | tail -n1)"
 fi
 [ -x "$BIN" ] || die "no picolet binary at '$BIN'"
+T_BUILD=$((SECONDS - T_PREP)); T_PREP=$((T_PREP - T_START))
 file -bL "$BIN" | grep -q 'statically linked\|static-pie linked' || die "$BIN is not static"
 
 KVER="$(cd /boot && ls vmlinuz-* | sed 's/^vmlinuz-//' | sort -V | tail -n1)"
@@ -250,6 +253,7 @@ echo "=== picolet on cgroup v2 (VM, kernel $KVER) ==="
 printf '%s\n' "${REPORT[@]}"
 echo
 echo "figures (TCG-emulated guest: compare ratios, not absolute values):"
+echo "  harness wall time $((SECONDS - T_START)) s: packages+images ${T_PREP} s, picolet build ${T_BUILD} s, boots and checks the rest"
 for MODE in $MODES; do
   FACTS="$WORK/$MODE/out/facts"
   printf '  %-8s VM wall time %6s ms (boot + scenarios + power-off)\n' "$MODE" "${WALL[$MODE]}"
