@@ -3,7 +3,7 @@
 #   qemu-system-x86   from bookworm-backports: bookworm's own 7.2 conflicts with the backports
 #                     qemu-utils these machines already carry (shared/vm/VM.md)
 #   linux-image-amd64 the guest kernel (6.1, generic: virtio/9p are modules we copy in)
-#   busybox-static, cpio, kmod  the guest's userland and the initramfs tooling
+#   busybox-static, cpio, kmod, jq, file  the guest's userland, the initramfs tooling, checks
 # The runtime binaries (shim, runc, CNI plugins) come from scripts/runtime/install-packages.sh.
 set -euo pipefail
 die() { echo "scripts/vm/install-packages.sh: $*" >&2; exit 1; }
@@ -12,7 +12,7 @@ export DEBIAN_FRONTEND=noninteractive
 
 installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
 
-BASE=(busybox-static cpio kmod gzip jq)
+BASE=(busybox-static cpio kmod gzip jq file)
 missing=()
 for p in "${BASE[@]}" linux-image-amd64; do installed "$p" || missing+=("$p"); done
 need_qemu=0

@@ -1,4 +1,6 @@
 #!/bin/sh
+# shellcheck shell=dash
+# (busybox ash: POSIX sh plus `local`)
 # The scenarios, run by the VM's /init (busybox sh). They drive `picolet run` only through
 # its manifest dir and its read-only port, and record what they see as KEY=VALUE lines in
 # $OUT/facts (plus JSON snapshots in $OUT): the host (scripts/vm/run.sh) holds the expected
