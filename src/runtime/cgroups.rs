@@ -73,24 +73,28 @@ pub struct Cgroups {
     pub v2_controllers: Option<Vec<String>>,
 }
 
-/// The controllers whose absence changes what picolet can enforce (v2
-/// names; v1 calls io `blkio`), and what pods run without.
-pub const FEATURES: &[(&str, &str)] = &[
+/// The controllers whose absence changes what pods get (v2 names; v1 calls
+/// io `blkio`), what they run without, and whether picolet sets limits
+/// through them today (a missing one is a warning, the rest a note).
+pub const FEATURES: &[(&str, &str, bool)] = &[
     (
         "cpu",
         "cpu requests and limits are not applied (cpu.weight, cpu.max)",
+        true,
     ),
     (
         "memory",
         "memory limits are not enforced and OOM kills are not detected",
+        true,
     ),
-    ("pids", "podPidsLimit is not enforced"),
+    ("pids", "podPidsLimit is not enforced", true),
     (
         "cpuset",
-        "containers cannot be pinned to cpus or memory nodes",
+        "cpu and memory node pinning is unavailable",
+        false,
     ),
-    ("hugetlb", "hugepage limits are not applied"),
-    ("io", "io weights and limits are not applied"),
+    ("hugetlb", "hugepage limits are unavailable", false),
+    ("io", "io weights and limits are unavailable", false),
 ];
 
 /// `r` without the settings of controllers in `missing`: runc fails a
@@ -285,8 +289,8 @@ impl Cgroups {
     pub fn missing_controllers(&self) -> Vec<String> {
         FEATURES
             .iter()
-            .filter(|(c, _)| !self.has_controller(c))
-            .map(|(c, _)| c.to_string())
+            .filter(|(c, _, _)| !self.has_controller(c))
+            .map(|(c, _, _)| c.to_string())
             .collect()
     }
 
