@@ -426,7 +426,9 @@ impl KubeletConfig {
         }
         if self.cgroup_driver != "cgroupfs" {
             bail!(
-                "cgroupDriver: unsupported value {:?} (picolet manages cgroupfs directly)",
+                "cgroupDriver: unsupported value {:?}: picolet supports only \"cgroupfs\" \
+                 (it writes the cgroup files itself; systemd does not manage them) \
+                 - set cgroupDriver: cgroupfs",
                 self.cgroup_driver
             );
         }
@@ -903,7 +905,7 @@ picolet:
             ),
             (
                 "cgroupDriver: systemd",
-                "cgroupDriver: unsupported value \"systemd\"",
+                "cgroupDriver: unsupported value \"systemd\": picolet supports only \"cgroupfs\"",
             ),
             ("apiVersion: v1", "apiVersion"),
             (

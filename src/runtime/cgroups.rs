@@ -68,6 +68,62 @@ pub struct Cgroups {
     /// v1 hierarchies plus the cgroup2 tree when mounted (hybrid), or just
     /// the cgroup2 tree (pure v2).
     pub hierarchies: Vec<Hierarchy>,
+    /// Pure v2: the root's `cgroup.controllers` (what the kernel offers;
+    /// `None` when not read: every controller assumed present).
+    pub v2_controllers: Option<Vec<String>>,
+}
+
+/// The controllers whose absence changes what pods get (v2 names; v1 calls
+/// io `blkio`), what they run without, and whether picolet sets limits
+/// through them today (a missing one is a warning, the rest a note).
+pub const FEATURES: &[(&str, &str, bool)] = &[
+    (
+        "cpu",
+        "cpu requests and limits are not applied (cpu.weight, cpu.max)",
+        true,
+    ),
+    (
+        "memory",
+        "memory limits are not enforced and OOM kills are not detected",
+        true,
+    ),
+    ("pids", "podPidsLimit is not enforced", true),
+    (
+        "cpuset",
+        "cpu and memory node pinning is unavailable",
+        false,
+    ),
+    ("hugetlb", "hugepage limits are unavailable", false),
+    ("io", "io weights and limits are unavailable", false),
+];
+
+/// `r` without the settings of controllers in `missing`: runc fails a
+/// container whose spec sets a limit it cannot write, and a write to a
+/// missing file fails the pod cgroup; pods run without those limits
+/// instead (a kernel without the memory controller, as Raspberry Pi OS
+/// boots without `cgroup_enable=memory`).
+pub fn without_missing(r: &LinuxContainerResources, missing: &[String]) -> LinuxContainerResources {
+    let lacks = |c: &str| missing.iter().any(|m| m == c);
+    let mut r = r.clone();
+    if lacks("cpu") {
+        r.cpu_shares = 0;
+        r.cpu_quota = 0;
+        r.cpu_period = 0;
+    }
+    if lacks("memory") {
+        r.memory_limit_in_bytes = 0;
+    }
+    if lacks("pids") {
+        r.pids_limit = 0;
+    }
+    if lacks("cpuset") {
+        r.cpuset_cpus.clear();
+        r.cpuset_mems.clear();
+    }
+    // unified keys are `<controller>.<file>`; `cgroup.*` is the core's
+    r.unified
+        .retain(|k, _| !lacks(k.split('.').next().unwrap_or_default()));
+    r
 }
 
 /// Usage of one cgroup, from cgroupfs.
@@ -138,6 +194,7 @@ pub fn layout_from_mounts(mounts: &[MountInfo]) -> Result<Cgroups> {
         (false, Some(h)) => Ok(Cgroups {
             unified: true,
             hierarchies: vec![h],
+            v2_controllers: None,
         }),
         (true, v2) => {
             let mut hierarchies = v1;
@@ -145,6 +202,7 @@ pub fn layout_from_mounts(mounts: &[MountInfo]) -> Result<Cgroups> {
             Ok(Cgroups {
                 unified: false,
                 hierarchies,
+                v2_controllers: None,
             })
         }
         (false, None) => {
@@ -204,9 +262,36 @@ pub fn cpu_max(quota: i64, period: i64) -> String {
 const V1_UNLIMITED: u64 = 1 << 62;
 
 impl Cgroups {
-    /// Reads the layout of this host from `/proc/self/mountinfo`.
+    /// Reads the layout of this host from `/proc/self/mountinfo` and, on
+    /// pure v2, the controllers the kernel offers.
     pub fn detect() -> Result<Self> {
-        layout_from_mounts(&mountinfo::read()?)
+        let mut c = layout_from_mounts(&mountinfo::read()?)?;
+        if c.unified {
+            let root = &c.hierarchies[0].mount_point;
+            let list = read_trim(root, "cgroup.controllers")?;
+            c.v2_controllers = Some(list.split_whitespace().map(str::to_string).collect());
+        }
+        Ok(c)
+    }
+
+    /// Whether controller `c` (v2 name) is usable here.
+    pub fn has_controller(&self, c: &str) -> bool {
+        if self.unified {
+            return self
+                .v2_controllers
+                .as_ref()
+                .is_none_or(|l| l.iter().any(|x| x == c));
+        }
+        self.with(if c == "io" { "blkio" } else { c }).is_some()
+    }
+
+    /// The [`FEATURES`] controllers this host lacks.
+    pub fn missing_controllers(&self) -> Vec<String> {
+        FEATURES
+            .iter()
+            .filter(|(c, _, _)| !self.has_controller(c))
+            .map(|(c, _, _)| c.to_string())
+            .collect()
     }
 
     fn with(&self, controller: &str) -> Option<&Hierarchy> {
@@ -267,8 +352,10 @@ impl Cgroups {
         Ok(())
     }
 
-    /// Sets the limits in `r` on cgroup `path` (non-zero fields only).
+    /// Sets the limits in `r` on cgroup `path` (non-zero fields only; those
+    /// of missing controllers are left out, see [`without_missing`]).
     pub fn set_resources(&self, path: &str, r: &LinuxContainerResources) -> Result<()> {
+        let r = &without_missing(r, &self.missing_controllers());
         if self.unified {
             let dir = self.hierarchies[0].dir(path);
             if r.cpu_shares > 0 {
@@ -420,18 +507,25 @@ impl Cgroups {
     pub fn stats(&self, path: &str) -> Result<CgroupStats> {
         let mut s = CgroupStats::default();
         if self.unified {
+            // Each controller's files exist only when it is enabled; cpu.stat
+            // (usage) is the core's and always there.
             let dir = self.hierarchies[0].dir(path);
-            let mem_stat = read_trim(&dir, "memory.stat")?;
-            s.memory_usage = read_u64(&dir, "memory.current")?;
-            s.memory_rss = keyed_value(&mem_stat, "anon").unwrap_or(0);
-            let inactive = keyed_value(&mem_stat, "inactive_file").unwrap_or(0);
-            s.memory_working_set = s.memory_usage.saturating_sub(inactive);
-            let max = read_trim(&dir, "memory.max")?;
-            s.memory_limit = max.parse().ok();
-            s.oom_kills = keyed_value(&read_trim(&dir, "memory.events")?, "oom_kill").unwrap_or(0);
+            if self.has_controller("memory") {
+                let mem_stat = read_trim(&dir, "memory.stat")?;
+                s.memory_usage = read_u64(&dir, "memory.current")?;
+                s.memory_rss = keyed_value(&mem_stat, "anon").unwrap_or(0);
+                let inactive = keyed_value(&mem_stat, "inactive_file").unwrap_or(0);
+                s.memory_working_set = s.memory_usage.saturating_sub(inactive);
+                let max = read_trim(&dir, "memory.max")?;
+                s.memory_limit = max.parse().ok();
+                s.oom_kills =
+                    keyed_value(&read_trim(&dir, "memory.events")?, "oom_kill").unwrap_or(0);
+            }
             s.cpu_usage_ns =
                 keyed_value(&read_trim(&dir, "cpu.stat")?, "usage_usec").unwrap_or(0) * 1000;
-            s.pids = read_u64(&dir, "pids.current")?;
+            if self.has_controller("pids") {
+                s.pids = read_u64(&dir, "pids.current")?;
+            }
             return Ok(s);
         }
         if let Some(h) = self.with("memory") {
@@ -588,6 +682,7 @@ mod tests {
         };
         let cg = Cgroups {
             unified: false,
+            v2_controllers: None,
             hierarchies: vec![
                 h("memory", &["memory"]),
                 h("pids", &["pids"]),
@@ -635,6 +730,97 @@ mod tests {
             e.contains(&format!("write \"67108864\" to {}", file.display())),
             "{e}"
         );
+        std::fs::remove_dir_all(&base).unwrap();
+    }
+
+    fn strings(s: &[&str]) -> Vec<String> {
+        s.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn missing_controllers_v2_from_cgroup_controllers_v1_from_mounts() {
+        let mut v2 = layout_from_mounts(&mountinfo::parse(V2)).unwrap();
+        assert!(v2.missing_controllers().is_empty(), "not read: all assumed");
+        // a Raspberry Pi OS kernel without cgroup_enable=memory, no cpuset
+        v2.v2_controllers = Some(strings(&["cpu", "io", "pids", "rdma", "misc"]));
+        assert_eq!(v2.missing_controllers(), ["memory", "cpuset", "hugetlb"]);
+        assert!(v2.has_controller("cpu") && !v2.has_controller("memory"));
+        // v1: what is mounted; io is blkio there
+        let v1 = layout_from_mounts(&mountinfo::parse(HYBRID)).unwrap();
+        assert_eq!(v1.missing_controllers(), ["hugetlb", "io"]);
+    }
+
+    #[test]
+    fn limits_of_missing_controllers_are_left_out() {
+        let r = LinuxContainerResources {
+            cpu_period: 100_000,
+            cpu_quota: 50_000,
+            cpu_shares: 512,
+            memory_limit_in_bytes: 1 << 26,
+            oom_score_adj: -997,
+            cpuset_cpus: "0-1".into(),
+            cpuset_mems: "0".into(),
+            pids_limit: 128,
+            unified: [("memory.high", "1M"), ("cpu.idle", "1"), ("cgroup.x", "1")]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        };
+        assert_eq!(without_missing(&r, &[]), r);
+        let m = without_missing(&r, &strings(&["memory", "cpuset", "hugetlb"]));
+        assert_eq!(m.memory_limit_in_bytes, 0);
+        assert_eq!((m.cpuset_cpus.as_str(), m.cpuset_mems.as_str()), ("", ""));
+        assert_eq!(
+            (m.cpu_shares, m.cpu_quota, m.cpu_period),
+            (512, 50_000, 100_000)
+        );
+        assert_eq!((m.pids_limit, m.oom_score_adj), (128, -997));
+        assert_eq!(
+            m.unified.keys().collect::<Vec<_>>(),
+            ["cgroup.x", "cpu.idle"]
+        );
+        let c = without_missing(&r, &strings(&["cpu", "pids"]));
+        assert_eq!(
+            (c.cpu_shares, c.cpu_quota, c.cpu_period, c.pids_limit),
+            (0, 0, 0, 0)
+        );
+        assert_eq!(c.memory_limit_in_bytes, 1 << 26);
+        assert!(!c.unified.contains_key("cpu.idle"));
+    }
+
+    #[test]
+    fn v2_without_memory_sets_the_rest_and_stats_still_read() {
+        let base = std::env::temp_dir().join(format!("picolet-cg-unit-v2-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        std::fs::create_dir_all(base.join("pod1")).unwrap();
+        let cg = Cgroups {
+            unified: true,
+            hierarchies: vec![Hierarchy {
+                mount_point: base.clone(),
+                controllers: Vec::new(),
+                v2: true,
+            }],
+            v2_controllers: Some(strings(&["cpu", "io", "pids"])),
+        };
+        let r = LinuxContainerResources {
+            cpu_shares: 1024,
+            memory_limit_in_bytes: 1 << 26,
+            pids_limit: 64,
+            ..Default::default()
+        };
+        cg.set_resources("/pod1", &r).unwrap();
+        let dir = base.join("pod1");
+        assert_eq!(
+            std::fs::read_to_string(dir.join("cpu.weight")).unwrap(),
+            "39"
+        );
+        assert_eq!(std::fs::read_to_string(dir.join("pids.max")).unwrap(), "64");
+        assert!(!dir.join("memory.max").exists());
+        std::fs::write(dir.join("cpu.stat"), "usage_usec 7\nuser_usec 5\n").unwrap();
+        std::fs::write(dir.join("pids.current"), "3\n").unwrap();
+        let s = cg.stats("/pod1").unwrap();
+        assert_eq!((s.cpu_usage_ns, s.pids, s.oom_kills), (7000, 3, 0));
+        assert_eq!(s.memory_limit, None);
         std::fs::remove_dir_all(&base).unwrap();
     }
 

@@ -225,6 +225,22 @@ impl ShimRuntime {
         images: Rc<ImageService>,
     ) -> anyhow::Result<(ShimRuntime, Receiver<RuntimeEvent>)> {
         let cgroups = Cgroups::detect().context("detect cgroups")?;
+        // Say once what this kernel cannot enforce; pods run without it.
+        let v = if cgroups.unified { "v2" } else { "v1" };
+        for c in cgroups.missing_controllers() {
+            let Some((_, lost, used)) = super::cgroups::FEATURES.iter().find(|f| f.0 == c) else {
+                continue;
+            };
+            let level = if *used {
+                log::Level::Warn
+            } else {
+                log::Level::Info
+            };
+            log::log!(
+                level,
+                "cgroup controller \"{c}\" missing on this host (cgroup {v}): {lost}"
+            );
+        }
         let host = HostInfo::detect(&cgroups).context("detect host capabilities")?;
         let pause_path = opts.pause_binary.clone();
         let pause = smol::unblock(move || PauseBinary::for_path(&pause_path))

@@ -7,6 +7,7 @@
 
 use crate::image::ImageConfig;
 use crate::pause::{PauseBinary, PAUSE_PATH};
+use crate::runtime::cgroups::without_missing;
 use crate::runtime::types::{
     self, ContainerConfig, DnsConfig, LinuxContainerSecurityContext, MountPropagation,
     NamespaceMode, NamespaceOptions, PodSandboxConfig, StringMap,
@@ -370,6 +371,9 @@ pub struct HostInfo {
     pub cgroup_unified: bool,
     /// A memory limit also caps swap.
     pub swap_accounting: bool,
+    /// cgroup controllers this host lacks: their limits are left out of
+    /// the spec (see [`crate::runtime::cgroups::without_missing`]).
+    pub cgroup_missing: Vec<String>,
     /// The node's host name (hostNetwork pods, `HOSTNAME`).
     pub hostname: String,
 }
@@ -414,6 +418,7 @@ impl HostInfo {
                 .with_context(|| format!("oom_score_adj {adj:?}"))?,
             cgroup_unified: cgroups.unified,
             swap_accounting: cgroups.swap_accounting(),
+            cgroup_missing: cgroups.missing_controllers(),
             hostname: crate::config::hostname()?,
         })
     }
@@ -1513,7 +1518,7 @@ pub fn container_spec(
                 host.cgroup_unified && !sc.privileged,
             ),
             resources: Some(resources(
-                &container.resources,
+                &without_missing(&container.resources, &host.cgroup_missing),
                 sc.privileged,
                 host.swap_accounting,
             )),
@@ -1642,10 +1647,13 @@ pub fn sandbox_spec(
         linux: Linux {
             namespaces,
             resources: Some(resources(
-                &types::LinuxContainerResources {
-                    cpu_shares: 2,
-                    ..Default::default()
-                },
+                &without_missing(
+                    &types::LinuxContainerResources {
+                        cpu_shares: 2,
+                        ..Default::default()
+                    },
+                    &host.cgroup_missing,
+                ),
                 false,
                 false,
             )),

@@ -393,7 +393,8 @@ pub enum RuntimeError {
     /// `DeadlineExceeded`; probes report it as a timeout).
     #[error("{0}")]
     Timeout(String),
-    #[error("{0}")]
+    /// With its causes: "pod cgroup X: write ... to memory.max: No such file".
+    #[error("{0:#}")]
     Other(#[from] anyhow::Error),
 }
 

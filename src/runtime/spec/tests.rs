@@ -20,6 +20,7 @@ fn host() -> HostInfo {
         oom_score_adj: 0,
         cgroup_unified: false,
         swap_accounting: true,
+        cgroup_missing: Vec::new(),
         hostname: "node1".into(),
     }
 }
