@@ -4,6 +4,8 @@
 //! interface. Decisions are pure functions with unit tests; effects live at
 //! the edges. See README.md's design section for the map.
 
+#![deny(clippy::await_holding_refcell_ref)]
+
 pub mod agent;
 pub mod api;
 pub mod config;

@@ -76,7 +76,7 @@ fn start(path: &Path, period: Duration) -> Sources {
         file_check_frequency: period,
         ..Default::default()
     };
-    sources::start(&cfg, NODE)
+    sources::start(&cfg, NODE, false, None)
 }
 
 async fn next(s: &Sources, within: Duration) -> PodUpdate {

@@ -24,7 +24,7 @@ fn start(url: &str, headers: BTreeMap<String, Vec<String>>) -> Sources {
         http_check_frequency: PERIOD,
         ..Default::default()
     };
-    sources::start(&cfg, NODE)
+    sources::start(&cfg, NODE, false, None)
 }
 
 async fn next(s: &Sources, within: Duration) -> PodUpdate {

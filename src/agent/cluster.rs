@@ -176,8 +176,22 @@ pub fn client(kc: Kubeconfig, cfg: &Config) -> anyhow::Result<Rc<Client>> {
     )))
 }
 
-/// Joins the cluster and keeps the node's membership until dropped.
-pub async fn run(kubeconfig: PathBuf, host: Rc<ClusterHost>) {
+/// What the cluster side shares with the rest of the agent.
+pub struct Parts {
+    /// The pod config's input for the API-server source.
+    pub api_snapshots: Option<smol::channel::Sender<crate::sources::SourceUpdate>>,
+    /// The merged pods of every source (the static pods to mirror).
+    pub config: Rc<RefCell<crate::sources::PodConfig>>,
+    pub status: Rc<RefCell<crate::status::StatusManager>>,
+    /// Wakes the mirror pod manager (also given to the pod config).
+    pub mirror_tx: smol::channel::Sender<()>,
+    pub mirror_rx: smol::channel::Receiver<()>,
+}
+
+/// Joins the cluster and keeps the node's membership until dropped: the
+/// node manager, the API pod source, the status writer and the mirror
+/// pods.
+pub async fn run(kubeconfig: PathBuf, host: Rc<ClusterHost>, parts: Parts) {
     let kc = load_kubeconfig(kubeconfig).await;
     let cfg = &host.cfg;
     log::info!(
@@ -196,7 +210,7 @@ pub async fn run(kubeconfig: PathBuf, host: Rc<ClusterHost>) {
     };
     let kcfg = &cfg.kubelet;
     let nm = NodeManager::new(
-        client,
+        client.clone(),
         NodeConfig {
             registration: crate::node::register::Registration {
                 name: cfg.node_name.clone(),
@@ -211,5 +225,29 @@ pub async fn run(kubeconfig: PathBuf, host: Rc<ClusterHost>) {
             lease_duration_seconds: kcfg.node_lease_duration_seconds,
         },
     );
+    let api = crate::sources::api::ApiPods::new();
+    let (writer_tx, writer_rx) = smol::channel::bounded(1);
+    let _source = parts.api_snapshots.map(|snapshots| {
+        crate::rt::spawn(crate::sources::api::run(
+            client.clone(),
+            cfg.node_name.clone(),
+            api.clone(),
+            snapshots,
+            vec![writer_tx, parts.mirror_tx.clone()],
+        ))
+    });
+    let _writer = crate::rt::spawn(
+        crate::status::writer::StatusWriter::new(client.clone(), parts.status, api.clone())
+            .run(writer_rx),
+    );
+    let node = nm.clone();
+    let _mirrors = crate::rt::spawn(crate::sources::mirror::run(
+        client,
+        cfg.node_name.clone(),
+        Rc::new(move || node.node().and_then(|n| n.metadata.uid)),
+        parts.config,
+        api,
+        parts.mirror_rx,
+    ));
     nm.run(host).await;
 }

@@ -256,7 +256,16 @@ impl Agent {
             }
         });
 
-        let _cluster = self.cfg.kubeconfig.clone().map(|path| {
+        let joining = self.cfg.kubeconfig.clone();
+        // Mirror pods follow the static pods and the API's copies of them.
+        let (mirror_tx, mirror_rx) = smol::channel::bounded(1);
+        let sources = crate::sources::start(
+            kc,
+            &self.cfg.node_name,
+            joining.is_some(),
+            joining.is_some().then(|| mirror_tx.clone()),
+        );
+        let _cluster = joining.map(|path| {
             let network = network.unwrap_or_else(|| {
                 Rc::new(|| crate::network::NetworkStatus {
                     ready: true,
@@ -274,10 +283,16 @@ impl Agent {
                 network,
                 health.clone(),
             );
-            crate::rt::spawn(cluster::run(path, Rc::new(host)))
+            let parts = cluster::Parts {
+                api_snapshots: sources.api_snapshots.clone(),
+                config: sources.config.clone(),
+                status: status.clone(),
+                mirror_tx,
+                mirror_rx,
+            };
+            crate::rt::spawn(cluster::run(path, Rc::new(host), parts))
         });
 
-        let sources = crate::sources::start(kc, &self.cfg.node_name);
         if sources.names.is_empty() {
             log::warn!("no pod source configured (staticPodPath, staticPodURL): no pods will run");
         }

@@ -6,6 +6,7 @@
 pub mod client;
 pub mod error;
 pub mod kubeconfig;
+pub mod merge;
 pub mod ratelimit;
 pub mod tls;
 pub mod transport;

@@ -197,6 +197,24 @@ impl Worker {
         &self.container_id
     }
 
+    /// The result before this container's first probe. A container the
+    /// source's copy of the pod (the API server's, after a picolet
+    /// restart) already showed ready or started keeps that until its probe
+    /// says otherwise, so a restart of picolet does not flap the pod's
+    /// Ready condition; anything else starts from upstream's initial value.
+    fn initial_for(&self, pod: &Pod, id: &str) -> Option<ProbeResult> {
+        let reported = pod
+            .status
+            .as_ref()
+            .and_then(|s| find_status(s, &self.container_name))
+            .filter(|c| runtime_id(c.container_id.as_deref().unwrap_or("")) == id);
+        match (self.kind, reported) {
+            (ProbeKind::Readiness, Some(c)) if c.ready => Some(ProbeResult::Success),
+            (ProbeKind::Startup, Some(c)) if c.started == Some(true) => Some(ProbeResult::Success),
+            (k, _) => k.initial(),
+        }
+    }
+
     /// Looks at the latest status and decides; pushes result changes.
     pub fn before(
         &mut self,
@@ -220,7 +238,7 @@ impl Worker {
                 fx.push((std::mem::take(&mut self.container_id), None));
             }
             self.container_id = id.clone();
-            fx.push((id.clone(), self.kind.initial()));
+            fx.push((id.clone(), self.initial_for(pod, &id)));
             self.on_hold = false;
         }
         if self.on_hold {

@@ -369,3 +369,27 @@ fn young_manager_jitters_the_first_probe() {
         assert_eq!(m.worker_count(), 0);
     });
 }
+
+#[test]
+fn a_container_the_source_showed_ready_or_started_stays_so_until_probed() {
+    // After a picolet restart the API server's copy says container "a"
+    // was ready and started: no flap to not-ready while the first probe
+    // is due. Another container id (a restart meanwhile) starts afresh.
+    let mut p = pod("Always", json!({"exec": {"command": ["x"]}}));
+    let mut reported = status("a", running(0), true);
+    reported.container_statuses.as_mut().unwrap()[0].ready = true;
+    p.status = Some(reported);
+    for (kind, for_a) in [
+        (ProbeKind::Readiness, Some(ProbeResult::Success)),
+        (ProbeKind::Startup, Some(ProbeResult::Success)),
+        (ProbeKind::Liveness, Some(ProbeResult::Success)),
+    ] {
+        let mut w = worker(kind, &p);
+        let mut fx = Vec::new();
+        w.before(&p, Some(&status("a", running(0), false)), ts(5), &mut fx);
+        assert_eq!(fx[0], ("a".to_string(), for_a), "{kind:?}");
+        let mut fx = Vec::new();
+        w.before(&p, Some(&status("b", running(0), false)), ts(5), &mut fx);
+        assert_eq!(fx[1], ("b".to_string(), kind.initial()), "{kind:?}");
+    }
+}

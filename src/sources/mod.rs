@@ -13,9 +13,11 @@
 //! upstream's reflector + UndeltaStore) plug in by sending on the same
 //! channel with their own source name.
 
+pub mod api;
 pub mod decode;
 pub mod defaults;
 pub mod file;
+pub mod mirror;
 pub mod url;
 pub mod validation;
 
@@ -323,9 +325,13 @@ pub async fn run_merger(
     config: Rc<RefCell<PodConfig>>,
     snapshots: Receiver<SourceUpdate>,
     updates: Sender<PodUpdate>,
+    changed: Option<Sender<()>>,
 ) {
     while let Ok(snapshot) = snapshots.recv().await {
         let out = config.borrow_mut().merge(snapshot, Timestamp::now());
+        if let Some(c) = &changed {
+            let _ = c.try_send(());
+        }
         for u in out {
             log::debug!(
                 "pod config: {:?} from {}: {:?}",
@@ -352,6 +358,8 @@ pub struct Sources {
     pub file_reports: Option<file::ManifestReports>,
     /// The state of the `staticPodURL` source (last error, failures).
     pub url_report: Option<url::UrlReports>,
+    /// Where the API-server source sends its snapshots, once it runs.
+    pub api_snapshots: Option<Sender<SourceUpdate>>,
     _tasks: Vec<smol::Task<()>>,
 }
 
@@ -364,7 +372,15 @@ impl Sources {
 
 /// Starts the configured sources (`staticPodPath`, `staticPodURL`) and the merger on
 /// the current thread's executor. Dropping the returned value stops them.
-pub fn start(cfg: &crate::config::KubeletConfig, node_name: &str) -> Sources {
+/// With `api`, the API-server source counts among the sources (nothing is
+/// removed as unwanted until it has listed once) and its snapshots go to
+/// [`Sources::api_snapshots`]; `changed` hears of every merged snapshot.
+pub fn start(
+    cfg: &crate::config::KubeletConfig,
+    node_name: &str,
+    api: bool,
+    changed: Option<Sender<()>>,
+) -> Sources {
     let (snap_tx, snap_rx) = smol::channel::unbounded();
     // Bounded like upstream's 50-slot channel: a slow sync loop applies
     // back-pressure to the merger rather than queueing without end.
@@ -397,11 +413,16 @@ pub fn start(cfg: &crate::config::KubeletConfig, node_name: &str) -> Sources {
         names.push(HTTP_SOURCE);
         tasks.push(crate::rt::spawn(src.run()));
     }
+    let api_snapshots = api.then(|| {
+        names.push(API_SOURCE);
+        snap_tx.clone()
+    });
     drop(snap_tx);
     tasks.push(crate::rt::spawn(run_merger(
         config.clone(),
         snap_rx,
         upd_tx,
+        changed,
     )));
     Sources {
         updates: upd_rx,
@@ -409,6 +430,7 @@ pub fn start(cfg: &crate::config::KubeletConfig, node_name: &str) -> Sources {
         names,
         file_reports,
         url_report,
+        api_snapshots,
         _tasks: tasks,
     }
 }

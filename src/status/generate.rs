@@ -202,9 +202,28 @@ pub fn generate_pod_status(input: &StatusInput) -> PodStatus {
         s.phase = api_status.phase.clone();
     }
     let phase = s.phase.clone().unwrap_or_default();
+    // A finished pod whose sandbox is gone keeps the IPs it had (upstream
+    // does; a Job's pods show them after completion).
+    if s.pod_ips.is_none() && (input.pod_is_terminal || is_terminal(Some(phase.as_str()))) {
+        s.pod_ip = old.pod_ip.clone();
+        s.pod_ips = old.pod_ips.clone();
+    }
 
-    set_ready_and_started(&spec.containers, &mut regular, input.probes, false);
-    set_ready_and_started(&inits, &mut init, input.probes, true);
+    let reported = |l: &Option<Vec<ContainerStatus>>| l.clone().unwrap_or_default();
+    set_ready_and_started(
+        &spec.containers,
+        &mut regular,
+        input.probes,
+        &reported(&old.container_statuses),
+        false,
+    );
+    set_ready_and_started(
+        &inits,
+        &mut init,
+        input.probes,
+        &reported(&old.init_container_statuses),
+        true,
+    );
 
     // Conditions not owned by the kubelet are kept; the kubelet's are made anew.
     let mut conditions: Vec<PodCondition> = api_status
@@ -532,10 +551,15 @@ fn container_id(st: &ContainerStatus) -> &str {
 }
 
 /// The probe manager's `UpdatePodStatus`: `started` and `ready`.
+/// Sets `started` and `ready` from the probe results. Before a probe has
+/// any result for a container (the first sync after a picolet restart),
+/// what was last reported for that very container counts, so adopting a
+/// running pod does not flap its readiness.
 fn set_ready_and_started(
     specs: &[Container],
     list: &mut [ContainerStatus],
     probes: &ProbeResults,
+    reported: &[ContainerStatus],
     is_init: bool,
 ) {
     for st in list.iter_mut() {
@@ -544,10 +568,15 @@ fn set_ready_and_started(
         };
         let running = state_of(st).running.is_some();
         let id = container_id(st).to_string();
+        let before = reported
+            .iter()
+            .find(|r| r.name == st.name && !id.is_empty() && container_id(r) == id);
         let started = running
             && match probes.startup.get(&id) {
                 Some(r) => *r == ProbeResult::Success,
-                None => c.startup_probe.is_none(),
+                None => {
+                    c.startup_probe.is_none() || before.is_some_and(|b| b.started == Some(true))
+                }
             };
         st.started = Some(started);
         if is_init && !is_sidecar(c) {
@@ -557,7 +586,7 @@ fn set_ready_and_started(
         st.ready = started
             && match probes.readiness.get(&id) {
                 Some(r) => *r == ProbeResult::Success,
-                None => c.readiness_probe.is_none(),
+                None => c.readiness_probe.is_none() || before.is_some_and(|b| b.ready),
             };
     }
 }

@@ -25,13 +25,28 @@ struct Entry {
     status: Option<PodStatus>,
     /// A source wants it (listed in `/pods`).
     desired: bool,
+    /// Its worker terminated it: containers stopped, volumes released
+    /// (upstream's `canBeDeleted` condition for the final DELETE).
+    terminated: bool,
     version: u64,
+}
+
+/// One pod as the API status writer sees it.
+#[derive(Debug, Clone)]
+pub struct Pending {
+    pub uid: String,
+    pub pod: Rc<Pod>,
+    pub status: Option<PodStatus>,
+    pub terminated: bool,
+    pub version: u64,
 }
 
 #[derive(Debug, Default)]
 pub struct StatusManager {
     pods: BTreeMap<String, Entry>,
     version: u64,
+    /// Told of every change (the API status writer).
+    notify: Option<smol::channel::Sender<()>>,
 }
 
 fn uid(pod: &Pod) -> &str {
@@ -68,11 +83,56 @@ impl StatusManager {
         Self::default()
     }
 
+    /// Tells `tx` of every change from now on (one slot is enough: a
+    /// pending wake-up covers any number of changes).
+    pub fn subscribe(&mut self, tx: smol::channel::Sender<()>) {
+        self.notify = Some(tx);
+    }
+
+    fn bump(&mut self) -> u64 {
+        self.version += 1;
+        if let Some(tx) = &self.notify {
+            let _ = tx.try_send(());
+        }
+        self.version
+    }
+
+    /// The worker terminated the pod (containers stopped, volumes
+    /// released).
+    pub fn set_terminated(&mut self, uid: &str) {
+        if self.pods.get(uid).is_some_and(|e| !e.terminated) {
+            let v = self.bump();
+            if let Some(e) = self.pods.get_mut(uid) {
+                e.terminated = true;
+                e.version = v;
+            }
+        }
+    }
+
+    /// Every pod's UID and version, for the API status writer.
+    pub fn versions(&self) -> Vec<(String, u64)> {
+        self.pods
+            .iter()
+            .map(|(u, e)| (u.clone(), e.version))
+            .collect()
+    }
+
+    /// One pod as the API status writer needs it.
+    pub fn pending(&self, uid: &str) -> Option<Pending> {
+        let e = self.pods.get(uid)?;
+        Some(Pending {
+            uid: uid.to_string(),
+            pod: e.pod.clone(),
+            status: e.status.clone(),
+            terminated: e.terminated,
+            version: e.version,
+        })
+    }
+
     /// A pod a source wants (added or updated); its status is kept.
     pub fn set_pod(&mut self, pod: Rc<Pod>) {
         let key = uid(&pod).to_string();
-        self.version += 1;
-        let v = self.version;
+        let v = self.bump();
         match self.pods.get_mut(&key) {
             Some(e) => {
                 e.pod = pod;
@@ -86,6 +146,7 @@ impl StatusManager {
                         pod,
                         status: None,
                         desired: true,
+                        terminated: false,
                         version: v,
                     },
                 );
@@ -108,16 +169,18 @@ impl StatusManager {
 
     /// Stores a generated status. Returns whether it changed.
     pub fn set_status(&mut self, uid: &str, status: PodStatus) -> bool {
-        let Some(e) = self.pods.get_mut(uid) else {
+        let Some(e) = self.pods.get(uid) else {
             return false;
         };
         let merged = merge_status(e.status.as_ref(), status);
         if e.status.as_ref() == Some(&merged) {
             return false;
         }
-        e.status = Some(merged);
-        self.version += 1;
-        e.version = self.version;
+        let v = self.bump();
+        if let Some(e) = self.pods.get_mut(uid) {
+            e.status = Some(merged);
+            e.version = v;
+        }
         true
     }
 

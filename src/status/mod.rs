@@ -3,6 +3,7 @@
 
 pub mod generate;
 pub mod manager;
+pub mod writer;
 
 pub use generate::{generate_pod_status, StatusInput, Waiting, WaitingReason};
 pub use manager::StatusManager;

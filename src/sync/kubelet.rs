@@ -152,6 +152,10 @@ pub struct SyncConfig {
 /// Reports the node's network readiness.
 pub type NetworkStatusFn = Rc<dyn Fn() -> crate::network::NetworkStatus>;
 
+/// Node admission of a new pod against the pods already admitted: `Err`
+/// carries the Failed status of a rejected pod.
+pub type AdmitFn = Box<dyn Fn(&Pod, &[Rc<Pod>]) -> Result<(), PodStatus>>;
+
 /// Per-pod memory of the last sync (upstream's reason cache), plus the
 /// reason the pod cannot start containers yet (sandbox, volumes).
 #[derive(Debug, Clone, Default)]
@@ -180,6 +184,7 @@ pub struct Kubelet<R: Runtime, I: Images> {
     /// The node's network readiness (CRI `NetworkReady`), when the runtime
     /// tells it.
     network_status: RefCell<Option<NetworkStatusFn>>,
+    admission: RefCell<Option<AdmitFn>>,
     /// Tells the sync loop that a worker finished a step (timers changed).
     wake: smol::channel::Sender<()>,
 }
@@ -289,6 +294,7 @@ impl<R: Runtime + 'static, I: Images + 'static> Kubelet<R, I> {
             cache: RefCell::new(BTreeMap::new()),
             cleaning: std::cell::Cell::new(false),
             network_status: RefCell::new(None),
+            admission: RefCell::new(None),
             wake,
         })
     }
@@ -297,6 +303,44 @@ impl<R: Runtime + 'static, I: Images + 'static> Kubelet<R, I> {
     /// pod sandbox that needs the pod network.
     pub fn set_network_status(&self, f: NetworkStatusFn) {
         *self.network_status.borrow_mut() = Some(f);
+    }
+
+    /// Installs node admission (the cluster side knows the Node).
+    pub fn set_admission(&self, f: AdmitFn) {
+        *self.admission.borrow_mut() = Some(f);
+    }
+
+    /// Upstream `canAdmitPod` for a new pod: `false` when the pod is
+    /// rejected (its Failed status is stored, nothing starts).
+    pub fn admit(&self, pod: &Rc<Pod>) -> bool {
+        let f = self.admission.borrow();
+        let Some(f) = f.as_ref() else {
+            return true;
+        };
+        let active: Vec<Rc<Pod>> = self
+            .workers
+            .borrow()
+            .iter()
+            .filter(|(_, w)| !w.termination_requested())
+            .filter(|(u, _)| u.as_str() != uid(pod))
+            .map(|(_, w)| w.pod.clone())
+            .collect();
+        match f(pod, &active) {
+            Ok(()) => true,
+            Err(status) => {
+                log::warn!(
+                    "pod {}: rejected: {}: {}",
+                    format_pod(pod),
+                    status.reason.as_deref().unwrap_or(""),
+                    status.message.as_deref().unwrap_or("")
+                );
+                let mut st = self.status.borrow_mut();
+                st.set_status(uid(pod), status);
+                // Nothing runs for it: deletable at once when deleted.
+                st.set_terminated(uid(pod));
+                false
+            }
+        }
     }
 
     /// `Err(message)` when the node's network is not ready (upstream
@@ -339,6 +383,11 @@ impl<R: Runtime + 'static, I: Images + 'static> Kubelet<R, I> {
             let next = self.workers.borrow_mut().next_work(&uid);
             let Some(work) = next else { break };
             let outcome = self.run_work(&work).await;
+            if matches!(work, Work::Terminated(_)) && outcome == Outcome::Done {
+                // Stopped and released: an API pod marked for deletion may
+                // now be deleted for good.
+                self.status.borrow_mut().set_terminated(&uid);
+            }
             let kick = self.workers.borrow_mut().complete(&uid, &work, outcome);
             for k in kick {
                 self.ensure_worker(&k);
@@ -425,10 +474,14 @@ impl<R: Runtime + 'static, I: Images + 'static> Kubelet<R, I> {
     ) -> PodStatus {
         let id = uid(pod);
         let cache = self.cache.borrow().get(id).cloned().unwrap_or_default();
-        // After a picolet restart there is no previous status: the pod
+        // After a picolet restart there is no previous status: the API
+        // server's copy is it (transition times, readiness), else the pod
         // started when its first sandbox was made (keeps startTime and the
         // active deadline across restarts).
         let previous = self.status.borrow().status(id).cloned().or_else(|| {
+            if let Some(s) = pod.status.as_ref().filter(|s| s.start_time.is_some()) {
+                return Some(s.clone());
+            }
             let first = rt
                 .sandboxes
                 .iter()

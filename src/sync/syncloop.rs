@@ -299,6 +299,15 @@ fn sync_pods<R: Runtime + 'static, I: Images + 'static>(k: &Rc<Kubelet<R, I>>, u
     }
 }
 
+/// Whether the API server already holds a terminal phase for the pod (a
+/// picolet restart finds Succeeded and Failed pods still bound to it).
+fn terminal_on_server(pod: &Pod) -> bool {
+    matches!(
+        pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Succeeded" | "Failed")
+    )
+}
+
 /// Upstream `HandlePodAdditions` / `Updates` / `Removes` / `Reconcile`.
 pub fn handle_config<R: Runtime + 'static, I: Images + 'static>(
     k: &Rc<Kubelet<R, I>>,
@@ -310,13 +319,30 @@ pub fn handle_config<R: Runtime + 'static, I: Images + 'static>(
         match u.op {
             Op::Add | Op::Update => {
                 k.status.borrow_mut().set_pod(pod.clone());
+                if u.op == Op::Add && terminal_on_server(&pod) {
+                    // Never run again; its status stays what the server has.
+                    if let Some(st) = pod.status.clone() {
+                        k.status.borrow_mut().set_status(&uid, st);
+                    }
+                    k.dispatch(pod.clone(), Update::Create);
+                    k.dispatch(pod, Update::Kill { grace: None });
+                    continue;
+                }
+                if u.op == Op::Add && !k.admit(&pod) {
+                    continue;
+                }
                 k.prober.add_pod(&pod);
                 let kind = if u.op == Op::Add {
                     Update::Create
                 } else {
                     Update::Update
                 };
-                k.dispatch(pod, kind);
+                k.dispatch(pod.clone(), kind);
+                // Marked for deletion while picolet was away.
+                if pod.metadata.deletion_timestamp.is_some() {
+                    let grace = pod.metadata.deletion_grace_period_seconds;
+                    k.dispatch(pod, Update::Kill { grace });
+                }
             }
             Op::Delete => {
                 k.status.borrow_mut().set_pod(pod.clone());
@@ -326,11 +352,29 @@ pub fn handle_config<R: Runtime + 'static, I: Images + 'static>(
             Op::Remove => {
                 k.status.borrow_mut().remove_pod(&uid);
                 k.prober.remove_pod(&uid);
+                if k.workers.borrow().get(&uid).is_none() {
+                    // Never ran (rejected at admission): nothing to wait for.
+                    k.status.borrow_mut().forget(&uid);
+                }
+                // A deletion's grace period (0 when forced) bounds the stop.
+                if let Some(grace) = pod.metadata.deletion_grace_period_seconds {
+                    k.dispatch(pod.clone(), Update::Kill { grace: Some(grace) });
+                }
                 k.dispatch(pod, Update::Remove);
             }
-            // Only the status differs (an API-server source): the
-            // kubelet's own status wins.
-            Op::Reconcile => {}
+            // Only the server's status differs: the kubelet's own status
+            // wins, but the copies it is made from (conditions others own)
+            // are refreshed; readiness gates may change Ready.
+            Op::Reconcile => {
+                k.status.borrow_mut().set_pod(pod.clone());
+                let gates = pod
+                    .spec
+                    .as_ref()
+                    .is_some_and(|s| s.readiness_gates.as_ref().is_some_and(|g| !g.is_empty()));
+                if k.workers.borrow_mut().refresh_pod(pod.clone()) && gates {
+                    k.dispatch(pod, Update::Sync);
+                }
+            }
         }
     }
 }

@@ -583,7 +583,7 @@ fn loop_takes_manifests_and_stops_orphans() {
         ..Default::default()
     };
     crate::rt::block_on(async {
-        let sources = crate::sources::start(&kc, "node1");
+        let sources = crate::sources::start(&kc, "node1", false, None);
         let pleg = super::pleg::Pleg::new();
         let (pleg_tx, pleg_rx) = smol::channel::bounded(16);
         let _pleg_task = crate::rt::spawn(pleg.clone().run(

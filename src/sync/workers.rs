@@ -230,6 +230,13 @@ impl PodWorkers {
                 w.pending = true;
             }
             Update::Kill { grace } => {
+                if !w.started && !w.is_static {
+                    // An API pod marked for deletion may have containers from
+                    // before a picolet restart: stop whatever runs for it.
+                    // (Static pods that never started hold nothing: their
+                    // UID is their content.)
+                    w.started = true;
+                }
                 request_kill(w, grace);
                 if !w.termination_requested() {
                     return false;
@@ -242,6 +249,19 @@ impl PodWorkers {
             }
         }
         w.pending
+    }
+
+    /// A newer copy of the pod from its source with only its status
+    /// changed: kept for the next sync, without scheduling one. Returns
+    /// whether the worker took it.
+    pub fn refresh_pod(&mut self, pod: Rc<Pod>) -> bool {
+        match self.workers.get_mut(&uid_of(&pod)) {
+            Some(w) if !w.termination_requested() => {
+                w.pod = pod;
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Takes over a pod the runtime runs but no source wants (found by

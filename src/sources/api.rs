@@ -1,0 +1,242 @@
+//! The API-server pod source: a list + watch of the pods bound to this
+//! node (`spec.nodeName=<node>`), as upstream's `NewSourceApiserver`
+//! (reflector + UndeltaStore): every change sends the whole set to the pod
+//! config as one snapshot of source `api`.
+//!
+//! The same watch shows the node's mirror pods (the API faces of its static
+//! pods, annotation `kubernetes.io/config.mirror`): they are kept apart, for
+//! the mirror pod manager and the status writer, and never run.
+//!
+//! The store also serves the status writer: the server's copy of each pod
+//! (its UID, resourceVersion and status) is what a status patch is computed
+//! against, so no GET precedes a PATCH.
+
+use super::{pod_full_name, SourceUpdate, API_SOURCE, CONFIG_MIRROR};
+use crate::api::core::Pod;
+use crate::kube::{Client, Event, ListParams, Reflector};
+use smol::channel::Sender;
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+
+/// The pods of this node as the API server last showed them.
+#[derive(Debug, Default)]
+pub struct ApiPods {
+    /// Regular pods by UID.
+    pods: BTreeMap<String, Rc<Pod>>,
+    /// Mirror pods by full name (`name_namespace`).
+    mirrors: BTreeMap<String, Rc<Pod>>,
+    /// The first list arrived.
+    synced: bool,
+}
+
+pub type SharedApiPods = Rc<RefCell<ApiPods>>;
+
+/// Whether `pod` is a mirror pod.
+pub fn is_mirror(pod: &Pod) -> bool {
+    pod.metadata
+        .annotations
+        .as_ref()
+        .is_some_and(|a| a.contains_key(CONFIG_MIRROR))
+}
+
+/// Whether `p` is an older version of the same object than `have` (our
+/// own PATCH's answer may arrive before the watch's older events).
+/// resourceVersions are compared as numbers, as etcd makes them; others
+/// count as newer.
+fn older_than(p: &Pod, have: Option<&Rc<Pod>>) -> bool {
+    let Some(have) = have else { return false };
+    let rv = |p: &Pod| {
+        p.metadata
+            .resource_version
+            .as_deref()
+            .and_then(|v| v.parse::<u64>().ok())
+    };
+    have.metadata.uid == p.metadata.uid && matches!((rv(p), rv(have)), (Some(a), Some(b)) if a < b)
+}
+
+fn uid(p: &Pod) -> String {
+    p.metadata.uid.clone().unwrap_or_default()
+}
+
+impl ApiPods {
+    pub fn new() -> SharedApiPods {
+        Rc::new(RefCell::new(ApiPods::default()))
+    }
+
+    /// The server's copy of a regular pod.
+    pub fn pod(&self, uid: &str) -> Option<Rc<Pod>> {
+        self.pods.get(uid).cloned()
+    }
+
+    /// The mirror pod of the static pod with this full name.
+    pub fn mirror(&self, full_name: &str) -> Option<Rc<Pod>> {
+        self.mirrors.get(full_name).cloned()
+    }
+
+    pub fn mirrors(&self) -> Vec<Rc<Pod>> {
+        self.mirrors.values().cloned().collect()
+    }
+
+    pub fn synced(&self) -> bool {
+        self.synced
+    }
+
+    /// Applies one event; returns (regular pods changed, mirrors changed).
+    pub fn apply(&mut self, ev: Event<Pod>) -> (bool, bool) {
+        match ev {
+            Event::Listed(items) => {
+                self.synced = true;
+                let (mut pods, mut mirrors) = (BTreeMap::new(), BTreeMap::new());
+                for p in items {
+                    if is_mirror(&p) {
+                        mirrors.insert(pod_full_name(&p), Rc::new(p));
+                    } else {
+                        pods.insert(uid(&p), Rc::new(p));
+                    }
+                }
+                self.pods = pods;
+                self.mirrors = mirrors;
+                (true, true)
+            }
+            Event::Applied(p) if is_mirror(&p) => {
+                let name = pod_full_name(&p);
+                if older_than(&p, self.mirrors.get(&name)) {
+                    return (false, false);
+                }
+                self.mirrors.insert(name, Rc::new(p));
+                (false, true)
+            }
+            Event::Applied(p) => {
+                if older_than(&p, self.pods.get(&uid(&p))) {
+                    return (false, false);
+                }
+                self.pods.insert(uid(&p), Rc::new(p));
+                (true, false)
+            }
+            Event::Deleted(p) if is_mirror(&p) => {
+                let name = pod_full_name(&p);
+                // Only that very object: a new mirror of the same name may
+                // be there already.
+                if self
+                    .mirrors
+                    .get(&name)
+                    .and_then(|m| m.metadata.uid.as_deref())
+                    == p.metadata.uid.as_deref()
+                {
+                    self.mirrors.remove(&name);
+                }
+                (false, true)
+            }
+            Event::Deleted(p) => {
+                self.pods.remove(&uid(&p));
+                (true, false)
+            }
+        }
+    }
+
+    /// A copy fresher than the watch's (a PATCH's answer): kept unless the
+    /// store already has a newer one.
+    pub fn refresh(&mut self, p: Pod) {
+        let slot = if is_mirror(&p) {
+            self.mirrors.get_mut(&pod_full_name(&p))
+        } else {
+            self.pods.get_mut(&uid(&p))
+        };
+        if let Some(old) = slot {
+            if old.metadata.uid == p.metadata.uid && !older_than(&p, Some(old)) {
+                *old = Rc::new(p);
+            }
+        }
+    }
+
+    /// The snapshot the pod config gets.
+    pub fn snapshot(&self) -> SourceUpdate {
+        SourceUpdate {
+            source: API_SOURCE,
+            pods: self.pods.values().map(|p| (**p).clone()).collect(),
+        }
+    }
+}
+
+/// Watches this node's pods until the task is dropped, keeping `store`
+/// current and sending the pod config a snapshot per change; `changed`
+/// hear of every change of the store (the status writer, the mirror pod
+/// manager).
+pub async fn run(
+    client: Rc<Client>,
+    node_name: String,
+    store: SharedApiPods,
+    snapshots: Sender<SourceUpdate>,
+    changed: Vec<Sender<()>>,
+) {
+    let (tx, rx) = smol::channel::bounded(64);
+    let r = Reflector::new(
+        client,
+        None,
+        ListParams::fields(format!("spec.nodeName={node_name}")),
+    );
+    let _watch = crate::rt::spawn(r.run::<Pod>(tx));
+    while let Ok(ev) = rx.recv().await {
+        let (mut pods, _) = store.borrow_mut().apply(ev);
+        // Coalesce a burst (a relist, a rollout) into one snapshot.
+        while let Ok(ev) = rx.try_recv() {
+            pods |= store.borrow_mut().apply(ev).0;
+        }
+        if pods {
+            let snap = store.borrow().snapshot();
+            if snapshots.send(snap).await.is_err() {
+                return;
+            }
+        }
+        for c in &changed {
+            let _ = c.try_send(());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn pod(name: &str, uid: &str, mirror: bool) -> Pod {
+        let mut v = json!({"metadata": {"name": name, "namespace": "default", "uid": uid},
+                           "spec": {"containers": [{"name": "c", "image": "i"}], "nodeName": "n"}});
+        if mirror {
+            v["metadata"]["annotations"] = json!({CONFIG_MIRROR: "h"});
+        }
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn mirror_pods_are_kept_apart() {
+        let mut s = ApiPods::default();
+        assert!(!s.synced());
+        assert_eq!(
+            s.apply(Event::Listed(vec![
+                pod("a", "1", false),
+                pod("s-n", "2", true)
+            ])),
+            (true, true)
+        );
+        assert!(s.synced());
+        assert_eq!(s.snapshot().pods.len(), 1);
+        assert_eq!(s.snapshot().source, API_SOURCE);
+        assert!(s.mirror("s-n_default").is_some());
+        assert_eq!(s.apply(Event::Applied(pod("b", "3", false))), (true, false));
+        assert_eq!(s.snapshot().pods.len(), 2);
+        assert!(s.pod("3").is_some());
+        // A delete of an older mirror object does not drop its successor.
+        s.apply(Event::Applied(pod("s-n", "4", true)));
+        assert_eq!(
+            s.apply(Event::Deleted(pod("s-n", "2", true))),
+            (false, true)
+        );
+        assert!(s.mirror("s-n_default").is_some());
+        s.apply(Event::Deleted(pod("s-n", "4", true)));
+        assert!(s.mirror("s-n_default").is_none());
+        s.apply(Event::Deleted(pod("a", "1", false)));
+        assert_eq!(s.snapshot().pods.len(), 1);
+    }
+}
