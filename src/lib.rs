@@ -4,6 +4,7 @@
 //! interface. Decisions are pure functions with unit tests; effects live at
 //! the edges. See README.md's design section for the map.
 
+pub mod admission;
 pub mod agent;
 pub mod api;
 pub mod config;
