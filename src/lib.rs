@@ -6,6 +6,7 @@
 
 #![deny(clippy::await_holding_refcell_ref)]
 
+pub mod admission;
 pub mod agent;
 pub mod api;
 pub mod config;
