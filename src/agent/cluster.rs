@@ -186,6 +186,9 @@ pub struct Parts {
     /// Wakes the mirror pod manager (also given to the pod config).
     pub mirror_tx: smol::channel::Sender<()>,
     pub mirror_rx: smol::channel::Receiver<()>,
+    /// Filled with the node manager once it exists (admission reads the
+    /// Node from it).
+    pub node_slot: Rc<RefCell<Option<Rc<NodeManager>>>>,
 }
 
 /// Joins the cluster and keeps the node's membership until dropped: the
@@ -225,6 +228,7 @@ pub async fn run(kubeconfig: PathBuf, host: Rc<ClusterHost>, parts: Parts) {
             lease_duration_seconds: kcfg.node_lease_duration_seconds,
         },
     );
+    *parts.node_slot.borrow_mut() = Some(nm.clone());
     let api = crate::sources::api::ApiPods::new();
     let (writer_tx, writer_rx) = smol::channel::bounded(1);
     let _source = parts.api_snapshots.map(|snapshots| {

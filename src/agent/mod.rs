@@ -256,6 +256,11 @@ impl Agent {
             }
         });
 
+        // Node admission: against the Node as the API server has it once
+        // picolet is a member, else the Node it would register.
+        let node_slot: Rc<RefCell<Option<Rc<crate::node::NodeManager>>>> = Rc::default();
+        k.set_admission(admission(&self, node_slot.clone()));
+
         let joining = self.cfg.kubeconfig.clone();
         // Mirror pods follow the static pods and the API's copies of them.
         let (mirror_tx, mirror_rx) = smol::channel::bounded(1);
@@ -289,6 +294,7 @@ impl Agent {
                 status: status.clone(),
                 mirror_tx,
                 mirror_rx,
+                node_slot,
             };
             crate::rt::spawn(cluster::run(path, Rc::new(host), parts))
         });
@@ -351,6 +357,46 @@ pub async fn run_node(cfg: Config) -> Result<Exit> {
         })),
     };
     agent.run(runtime, Some(events), ext).await
+}
+
+/// Upstream's admit handlers for a new pod (see [`crate::admission`]),
+/// with this node's allocatable, labels, taints and pressure.
+fn admission(
+    agent: &Agent,
+    node_slot: Rc<RefCell<Option<Rc<crate::node::NodeManager>>>>,
+) -> crate::sync::kubelet::AdmitFn {
+    use crate::admission::{admit, rejected_status, NodeView, Pressure, Resources};
+    let kc = agent.cfg.kubelet.clone();
+    let root = agent.cfg.root_dir.clone();
+    let name = agent.cfg.node_name.clone();
+    let a = &agent.allocatable;
+    let allocatable = Resources {
+        cpu_milli: a.cpu_milli,
+        memory: a.memory,
+        ephemeral_storage: a.ephemeral_storage,
+        pods: i64::from(kc.max_pods),
+        scalar: a.hugepages.clone(),
+    };
+    let standalone = crate::node::register::initial_node(&crate::node::register::Registration {
+        name: name.clone(),
+        hostname: name.clone(),
+        labels: agent.cfg.node_labels.clone(),
+        taints: kc.register_with_taints.clone(),
+        provider_id: kc.provider_id.clone(),
+    });
+    Box::new(move |pod, active| {
+        let server = node_slot.borrow().as_ref().and_then(|nm| nm.node());
+        let signals = crate::node::facts::read_signals(&root);
+        let (memory, disk, pid) = crate::node::facts::pressures(&kc, &signals);
+        let view = NodeView {
+            name: &name,
+            node: Some(server.as_ref().unwrap_or(&standalone)),
+            allocatable: allocatable.clone(),
+            pressure: Pressure { memory, disk, pid },
+        };
+        let active: Vec<&crate::api::core::Pod> = active.iter().map(|p| &**p).collect();
+        admit(pod, &view, &active).map_err(|r| rejected_status(pod, &r, jiff::Timestamp::now()))
+    })
 }
 
 /// Image GC every [`IMAGE_GC_PERIOD`], keeping the images of every

@@ -177,10 +177,29 @@ pub async fn run(
         ListParams::fields(format!("spec.nodeName={node_name}")),
     );
     let _watch = crate::rt::spawn(r.run::<Pod>(tx));
-    while let Ok(ev) = rx.recv().await {
-        let (mut pods, _) = store.borrow_mut().apply(ev);
+    while let Ok(first) = rx.recv().await {
         // Coalesce a burst (a relist, a rollout) into one snapshot.
+        let mut events = vec![first];
         while let Ok(ev) = rx.try_recv() {
+            events.push(ev);
+        }
+        let mut pods = false;
+        for ev in events {
+            if let Event::Deleted(p) = &ev {
+                // A forced deletion's MODIFIED (grace 0) and DELETED come
+                // together: the pod config must see the final deletion
+                // grace period before the pod goes, or it stops the pod
+                // with the spec's.
+                if !is_mirror(p) && p.metadata.deletion_timestamp.is_some() {
+                    let (changed, _) = store.borrow_mut().apply(Event::Applied(p.clone()));
+                    if changed {
+                        let snap = store.borrow().snapshot();
+                        if snapshots.send(snap).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
             pods |= store.borrow_mut().apply(ev).0;
         }
         if pods {

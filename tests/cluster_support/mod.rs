@@ -143,6 +143,73 @@ impl ControlPlane {
             .expect("run kubectl")
     }
 
+    /// `kubectl apply -f` of YAML text; panics with kubectl's answer on
+    /// failure.
+    pub fn apply(&self, yaml: &str) {
+        let dir = std::env::temp_dir().join(format!("picolet-apply-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join(format!(
+            "{}.yaml",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        ));
+        std::fs::write(&f, yaml).unwrap();
+        let out = self.kubectl(&["apply", "-f", f.to_str().unwrap()]);
+        let _ = std::fs::remove_file(&f);
+        assert!(
+            out.status.success(),
+            "kubectl apply failed: {}\n{yaml}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// A namespace of the test's own, emptied first if it exists.
+    pub fn namespace(&self, ns: &str) {
+        self.drop_namespace(ns);
+        wait_for(Duration::from_secs(60), || {
+            self.get_json(&["get", "namespace", ns])
+                .is_none()
+                .then_some(())
+        })
+        .unwrap_or_else(|| panic!("namespace {ns} did not go away"));
+        let out = self.kubectl(&["create", "namespace", ns]);
+        assert!(out.status.success(), "{out:?}");
+    }
+
+    /// Deletes a namespace without waiting for kubelets (pods are
+    /// force-deleted: the node under test may be gone).
+    pub fn drop_namespace(&self, ns: &str) {
+        let _ = self.kubectl(&[
+            "-n",
+            ns,
+            "delete",
+            "pods",
+            "--all",
+            "--grace-period=0",
+            "--force",
+        ]);
+        let _ = self.kubectl(&[
+            "delete",
+            "namespace",
+            ns,
+            "--ignore-not-found",
+            "--wait=false",
+        ]);
+    }
+
+    /// The items of `kubectl get KIND -n NS [-l SELECTOR] -o json`.
+    pub fn list(&self, kind: &str, ns: &str, selector: Option<&str>) -> Vec<Value> {
+        let mut a = vec!["-n", ns, "get", kind];
+        if let Some(s) = selector {
+            a.extend(["-l", s]);
+        }
+        self.get_json(&a)
+            .and_then(|v| v["items"].as_array().cloned())
+            .unwrap_or_default()
+    }
+
     /// `kubectl ... -o json`, parsed; `None` when kubectl fails.
     pub fn get_json(&self, args: &[&str]) -> Option<Value> {
         let mut a = args.to_vec();

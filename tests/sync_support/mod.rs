@@ -499,7 +499,7 @@ picolet:
             .collect()
     }
 
-    fn runc_list(&self) -> Vec<String> {
+    pub fn runc_list(&self) -> Vec<String> {
         let out = Command::new("runc")
             .args(["--root", &self.runc_root(), "list", "-q"])
             .output();
