@@ -11,6 +11,25 @@
 //! one "(combined from similar events)" Event, and a token bucket per
 //! source + object (burst 25, one more every 5 minutes) keeps a crash
 //! looping pod from flooding the API server.
+//!
+//! Wiring (the agent's side):
+//!
+//! ```ignore
+//! // At start, before any pod is synced (events are logged at once and
+//! // queued, up to 1000, until a client is attached):
+//! let rec = EventRecorder::new(&cfg.node_name, DEFAULT_QPS, DEFAULT_BURST); // eventRecordQPS, eventBurst
+//! let recorder: Rc<dyn Recorder> = rec.clone();
+//! rec.event(&ObjectRef::node(&cfg.node_name, None), EventType::Normal,
+//!           reasons::STARTING_KUBELET, &messages::starting_kubelet());
+//! // Once the API client exists: the same connection, the recorder's own
+//! // rate limit (upstream gives events a client of their own).
+//! rec.attach(Rc::new(Client::new(client.transport().clone(), 0.0, 1)));
+//! // In a pod worker:
+//! recorder.event(&ObjectRef::container(&pod, "app", false), EventType::Normal,
+//!                reasons::PULLING_IMAGE, &messages::pulling(image));
+//! ```
+//!
+//! Unit tests of code that records use [`MemoryRecorder`].
 
 pub mod correlator;
 pub mod messages;
@@ -18,7 +37,7 @@ pub mod reasons;
 pub mod recorder;
 
 pub use correlator::{Correlated, Correlator, CorrelatorOptions, EventRecord};
-pub use recorder::{EventCounters, EventRecorder, RecorderOptions};
+pub use recorder::{EventCounters, EventRecorder, RecorderOptions, DEFAULT_BURST, DEFAULT_QPS};
 
 use k8s_openapi::api::core::v1::Pod;
 use std::cell::RefCell;
