@@ -130,6 +130,17 @@ impl Fixture {
 
 impl Drop for Fixture {
     fn drop(&mut self) {
+        // No kubelet confirms the pod's deletion: delete it at once, so the
+        // namespace goes without waiting for the pod GC.
+        let _ = self.cp.kubectl(&[
+            "-n",
+            &self.ns,
+            "delete",
+            "pod",
+            "--all",
+            "--grace-period=0",
+            "--force",
+        ]);
         let _ = self.cp.kubectl(&[
             "delete",
             "namespace",
