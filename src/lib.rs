@@ -10,6 +10,7 @@ pub mod admission;
 pub mod agent;
 pub mod api;
 pub mod config;
+pub mod events;
 pub mod http;
 pub mod image;
 pub mod kube;
