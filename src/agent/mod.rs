@@ -395,7 +395,8 @@ fn admission(
             pressure: Pressure { memory, disk, pid },
         };
         let active: Vec<&crate::api::core::Pod> = active.iter().map(|p| &**p).collect();
-        admit(pod, &view, &active).map_err(|r| rejected_status(pod, &r, jiff::Timestamp::now()))
+        admit(pod, &view, &active)
+            .map_err(|r| Box::new(rejected_status(pod, &r, jiff::Timestamp::now())))
     })
 }
 

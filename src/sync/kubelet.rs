@@ -154,7 +154,7 @@ pub type NetworkStatusFn = Rc<dyn Fn() -> crate::network::NetworkStatus>;
 
 /// Node admission of a new pod against the pods already admitted: `Err`
 /// carries the Failed status of a rejected pod.
-pub type AdmitFn = Box<dyn Fn(&Pod, &[Rc<Pod>]) -> Result<(), PodStatus>>;
+pub type AdmitFn = Box<dyn Fn(&Pod, &[Rc<Pod>]) -> Result<(), Box<PodStatus>>>;
 
 /// Per-pod memory of the last sync (upstream's reason cache), plus the
 /// reason the pod cannot start containers yet (sandbox, volumes).
@@ -335,7 +335,7 @@ impl<R: Runtime + 'static, I: Images + 'static> Kubelet<R, I> {
                     status.message.as_deref().unwrap_or("")
                 );
                 let mut st = self.status.borrow_mut();
-                st.set_status(uid(pod), status);
+                st.set_status(uid(pod), *status);
                 // Nothing runs for it: deletable at once when deleted.
                 st.set_terminated(uid(pod));
                 false
