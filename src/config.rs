@@ -65,6 +65,9 @@ pub struct KubeletConfig {
     pub max_container_restart_period: Duration,
     pub kube_api_qps: f64,
     pub kube_api_burst: u32,
+    /// `eventRecordQPS` / `eventBurst`: the event recorder's own rate limit.
+    pub event_record_qps: f64,
+    pub event_burst: u32,
     pub register_node: bool,
     /// Taints the Node is created with.
     pub register_with_taints: Vec<crate::api::core::Taint>,
@@ -142,6 +145,8 @@ impl Default for KubeletConfig {
             max_container_restart_period: Duration::from_secs(300),
             kube_api_qps: 50.0,
             kube_api_burst: 100,
+            event_record_qps: 50.0,
+            event_burst: 100,
             register_node: true,
             register_with_taints: Vec::new(),
             node_status_max_images: 50,
@@ -204,8 +209,6 @@ const IGNORED_UPSTREAM: &[&str] = &[
     "enableSystemLogHandler",
     "enableSystemLogQuery",
     "enforceNodeAllocatable",
-    "eventBurst",
-    "eventRecordQPS",
     "evictionMaxPodGracePeriod",
     "evictionMinimumReclaim",
     "evictionPressureTransitionPeriod",
@@ -390,6 +393,8 @@ impl KubeletConfig {
                 }
                 "kubeAPIQPS" => c.kube_api_qps = f.float()?,
                 "kubeAPIBurst" => c.kube_api_burst = f.uint(u32::MAX as u64)? as u32,
+                "eventRecordQPS" => c.event_record_qps = f.float()?,
+                "eventBurst" => c.event_burst = f.uint(u32::MAX as u64)? as u32,
                 "registerNode" => c.register_node = f.bool()?,
                 "registerWithTaints" => c.register_with_taints = f.taints()?,
                 "nodeStatusMaxImages" => {

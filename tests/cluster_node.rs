@@ -165,6 +165,36 @@ fn registers_reports_status_and_renews_its_lease() {
     assert_eq!(ready["reason"], "KubeletReady");
     assert_eq!(ready["message"], "kubelet is posting ready status");
 
+    // The node's events, in namespace default.
+    let selector = format!("involvedObject.name={name}");
+    let reasons = wait_for(Duration::from_secs(10), || {
+        let evs = cp.get_json(&[
+            "-n",
+            "default",
+            "get",
+            "events",
+            "--field-selector",
+            &selector,
+        ])?;
+        let r: std::collections::BTreeSet<String> = evs["items"]
+            .as_array()?
+            .iter()
+            .filter(|e| e["source"]["component"] == "kubelet")
+            .filter_map(|e| e["reason"].as_str().map(str::to_string))
+            .collect();
+        r.contains("NodeReady").then_some(r)
+    })
+    .unwrap_or_else(|| panic!("no node events\n{}", node.log_tail(20)));
+    for want in [
+        "Starting",
+        "NodeHasSufficientMemory",
+        "NodeHasNoDiskPressure",
+        "NodeHasSufficientPID",
+        "NodeReady",
+    ] {
+        assert!(reasons.contains(want), "{want} missing: {reasons:?}");
+    }
+
     // The Lease: held by the node, owned by it, renewed every ~10 s. Over
     // the same time the status is computed every 2 s but not sent: nothing
     // changed and the report frequency (5 min) has not passed.
@@ -274,9 +304,13 @@ fn report_frequency_reregistration_and_operator_labels() {
         "--type=strategic",
         "-p",
         patch,
+        "-o",
+        "json",
     ]);
     assert!(out.status.success(), "{out:?}");
-    assert!(!is_ready(&cp.node(&name).unwrap()));
+    // (picolet may correct it before a `get` could see it.)
+    let patched: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(!is_ready(&patched));
     wait_for(Duration::from_secs(10), || cp.node(&name).filter(is_ready))
         .unwrap_or_else(|| panic!("Ready not restored\n{}", node.log_tail(30)));
 
@@ -531,7 +565,7 @@ fn bad_kubeconfigs_are_reported_and_local_pods_keep_running() {
         ),
         (
             kubeconfig(&dir.join("token"), server, &ca, "    token: abcdef.0123456789abcdef\n"),
-            "401 Unauthorized",
+            "unable to register node sync-node-43: 401 Unauthorized",
         ),
     ];
     node.put_manifest("p.yaml", &busybox_pod("p", "Always", "sleep 3600"));

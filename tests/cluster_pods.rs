@@ -321,6 +321,18 @@ spec:
 "#
     ));
 
+    // Crash-looping: its BackOff events fold into one Event with a count.
+    cp.apply(&format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata: {{name: crash, namespace: {ns}}}
+spec:
+  nodeName: {name}
+  automountServiceAccountToken: false
+  containers: [{{name: c, image: {bb}, command: [sh, -c, "exit 1"]}}]
+"#
+    ));
+
     let rejected = wait_for(Duration::from_secs(30), || {
         cp.get_json(&["-n", ns, "get", "pod", "huge"])
             .filter(|p| p["status"]["phase"] == "Failed")
@@ -396,6 +408,67 @@ spec:
             3
         );
     }
+
+    // Events, as `kubectl get events` shows them: the kubelet's reasons,
+    // from source kubelet on this node, repeated ones counted.
+    let events_of = |pod: &str| -> Vec<Value> {
+        cp.list("events", ns, None)
+            .into_iter()
+            .filter(|e| e["involvedObject"]["name"] == pod)
+            .collect()
+    };
+    let reasons = |evs: &[Value]| -> BTreeSet<String> {
+        evs.iter()
+            .filter_map(|e| e["reason"].as_str().map(str::to_string))
+            .collect()
+    };
+    let ok_pod = p["metadata"]["name"].as_str().unwrap().to_string();
+    let evs = events_of(&ok_pod);
+    for want in ["Pulled", "Created", "Started"] {
+        assert!(
+            reasons(&evs).contains(want),
+            "{want} missing: {:?}",
+            reasons(&evs)
+        );
+    }
+    let started = evs.iter().find(|e| e["reason"] == "Started").unwrap();
+    assert_eq!(started["source"]["component"], "kubelet");
+    assert_eq!(started["source"]["host"], name.as_str());
+    assert_eq!(started["involvedObject"]["fieldPath"], "spec.containers{c}");
+    assert_eq!(started["message"], "Started container c");
+    let huge = events_of("huge");
+    let oom = huge
+        .iter()
+        .find(|e| e["reason"] == "OutOfmemory")
+        .expect("OutOfmemory event");
+    assert_eq!(oom["type"], "Warning");
+    assert!(oom["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("Node didn't have enough resource: memory"));
+    let backoff = wait_for(Duration::from_secs(30), || {
+        let b: Vec<Value> = events_of("crash")
+            .into_iter()
+            .filter(|e| e["reason"] == "BackOff")
+            .collect();
+        (b.len() == 1 && b[0]["count"].as_i64().unwrap_or(0) >= 2).then(|| b[0].clone())
+    })
+    .unwrap_or_else(|| panic!("no counted BackOff event: {:?}", events_of("crash")));
+    assert_eq!(backoff["type"], "Warning");
+    assert!(
+        backoff["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("Back-off restarting failed container c in pod crash_pl-jobs("),
+        "{backoff}"
+    );
+    let out = cp.kubectl(&["-n", ns, "describe", "pod", "crash"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.lines()
+            .any(|l| l.contains("BackOff") && l.contains("kubelet") && l.contains("(x")),
+        "{text}"
+    );
     cp.drop_namespace(ns);
 }
 

@@ -56,8 +56,9 @@ fn assert_restarted_once(node: &Node, p: &Pod, name: &str, old_cid: &str, want: 
     );
     assert_eq!(phase(p), "Running");
     let log = std::fs::read_to_string(&node.log_path).unwrap();
-    let want_line =
-        format!("killing {name}: Container {name} failed liveness probe, will be restarted");
+    let want_line = format!(
+        "spec.containers{{{name}}}: Normal Killing: Container {name} failed liveness probe, will be restarted"
+    );
     assert!(
         log.contains(&want_line),
         "no `{want_line}` in the log:\n{}",
@@ -125,11 +126,13 @@ spec:
     assert_eq!(terminated(c), Some((143, "Error".into())), "{c:?}");
     assert_eq!(c.restart_count, 0);
     assert!(!c.ready);
-    let want = "killing main: Container main failed liveness probe";
+    // The reason is an event (in the log without an API server).
+    let want = "Killing: Container main failed liveness probe";
     let log = std::fs::read_to_string(&node.log_path).unwrap();
     assert!(
-        log.lines()
-            .any(|l| l.contains("once-sync-node-20_default(") && l.contains(want)),
+        log.lines().any(|l| l
+            .contains("event: pod default/once-sync-node-20 spec.containers{main}:")
+            && l.contains(want)),
         "{}",
         node.log_tail(40)
     );
@@ -704,7 +707,7 @@ spec:
         "liveness ran before startup:\n{text}"
     );
     let log = std::fs::read_to_string(&node.log_path).unwrap();
-    let want = "killing main: Container main failed startup probe, will be restarted";
+    let want = "spec.containers{main}: Normal Killing: Container main failed startup probe, will be restarted";
     assert!(log.contains(want), "no `{want}`:\n{}", node.log_tail(40));
     // The new instance is probed from scratch: not started, and killed
     // again after three failures.
@@ -798,10 +801,13 @@ spec:
 
     let log = std::fs::read_to_string(&node.log_path).unwrap();
     for name in ["always", "never"] {
-        let want = format!("{name}-{}_default(", node.node_name);
+        let want = format!(
+            "pod default/{name}-{} spec.containers{{main}}:",
+            node.node_name
+        );
         assert!(
             log.lines()
-                .any(|l| l.contains(&want) && l.contains("container main: postStart hook failed")),
+                .any(|l| l.contains(&want) && l.contains("Warning FailedPostStartHook")),
             "no postStart failure logged for {name}:\n{}",
             node.log_tail(40)
         );

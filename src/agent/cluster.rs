@@ -189,6 +189,10 @@ pub struct Parts {
     /// Filled with the node manager once it exists (admission reads the
     /// Node from it).
     pub node_slot: Rc<RefCell<Option<Rc<NodeManager>>>>,
+    /// The event recorder to attach to the API client.
+    pub events: Option<Rc<crate::events::EventRecorder>>,
+    /// Node events (Starting, NodeReady, ...).
+    pub recorder: Rc<dyn crate::events::Recorder>,
 }
 
 /// Joins the cluster and keeps the node's membership until dropped: the
@@ -211,9 +215,15 @@ pub async fn run(kubeconfig: PathBuf, host: Rc<ClusterHost>, parts: Parts) {
             return;
         }
     };
+    if let Some(ev) = &parts.events {
+        // The recorder keeps its own rate limit (eventRecordQPS), apart
+        // from the client's; both share the one connection.
+        ev.attach(Rc::new(Client::new(client.transport().clone(), 0.0, 1)));
+    }
     let kcfg = &cfg.kubelet;
     let nm = NodeManager::new(
         client.clone(),
+        parts.recorder.clone(),
         NodeConfig {
             registration: crate::node::register::Registration {
                 name: cfg.node_name.clone(),

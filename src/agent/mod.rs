@@ -47,6 +47,10 @@ pub struct Agent {
     /// What the node status reports as capacity and allocatable.
     pub capacity: crate::node::status::Resources,
     pub allocatable: crate::node::status::Resources,
+    /// Where events go: the API server (once joined) and the log, or the
+    /// log alone for a node without a kubeconfig.
+    pub recorder: Rc<dyn crate::events::Recorder>,
+    pub api_events: Option<Rc<crate::events::EventRecorder>>,
 }
 
 /// The parts built elsewhere that plug into the pod workers.
@@ -166,6 +170,17 @@ impl Agent {
         if let Err(e) = images.import_dir().await {
             log::warn!("image import: {e:#}");
         }
+        let api_events = cfg.kubeconfig.is_some().then(|| {
+            crate::events::EventRecorder::new(
+                &cfg.node_name,
+                cfg.kubelet.event_record_qps,
+                cfg.kubelet.event_burst,
+            )
+        });
+        let recorder: Rc<dyn crate::events::Recorder> = match &api_events {
+            Some(r) => r.clone(),
+            None => Rc::new(crate::events::LogRecorder),
+        };
         Ok(Agent {
             cfg,
             images,
@@ -173,6 +188,8 @@ impl Agent {
             machine: Rc::new(machine),
             capacity,
             allocatable,
+            recorder,
+            api_events,
         })
     }
 
@@ -212,6 +229,7 @@ impl Agent {
         if let Some(f) = ext.network_status {
             k.set_network_status(f);
         }
+        k.set_recorder(self.recorder.clone());
 
         // The first relist before any pod syncs, so orphans are known.
         let pleg = Pleg::new();
@@ -295,6 +313,8 @@ impl Agent {
                 mirror_tx,
                 mirror_rx,
                 node_slot,
+                events: self.api_events.clone(),
+                recorder: self.recorder.clone(),
             };
             crate::rt::spawn(cluster::run(path, Rc::new(host), parts))
         });
@@ -341,6 +361,7 @@ pub async fn run_node(cfg: Config) -> Result<Exit> {
     .context("start the runtime")?;
     let runtime = Rc::new(runtime);
     let prober = crate::probe::ProbeManager::new(runtime.clone());
+    prober.set_recorder(agent.recorder.clone());
     let probe_updates = prober.updates();
     let rt = runtime.clone();
     let net = runtime.clone();

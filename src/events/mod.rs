@@ -199,6 +199,26 @@ impl Recorder for MemoryRecorder {
     }
 }
 
+/// Writes events to the log only (a node without an API server: the log
+/// is where its events go).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct LogRecorder;
+
+/// The log line of an event (the API recorder writes the same).
+pub fn log_event(obj: &ObjectRef, kind: EventType, reason: &str, message: &str) {
+    let what = obj.describe();
+    match kind {
+        EventType::Normal => log::info!("event: {what}: {kind} {reason}: {message}"),
+        EventType::Warning => log::warn!("event: {what}: {kind} {reason}: {message}"),
+    }
+}
+
+impl Recorder for LogRecorder {
+    fn event(&self, obj: &ObjectRef, kind: EventType, reason: &str, message: &str) {
+        log_event(obj, kind, reason, message);
+    }
+}
+
 /// Drops every event (for code paths that must record but have nowhere
 /// to).
 #[derive(Debug, Default, Clone, Copy)]

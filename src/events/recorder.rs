@@ -209,11 +209,8 @@ impl EventRecorder {
 
 impl Recorder for EventRecorder {
     fn event(&self, obj: &ObjectRef, kind: EventType, reason: &str, message: &str) {
+        super::log_event(obj, kind, reason, message);
         let what = obj.describe();
-        match kind {
-            EventType::Normal => log::info!("event: {what}: {kind} {reason}: {message}"),
-            EventType::Warning => log::warn!("event: {what}: {kind} {reason}: {message}"),
-        }
         self.shared.count(|c| c.recorded += 1);
         let rec = EventRecord::new(
             obj,

@@ -62,6 +62,7 @@ pub struct NodeConfig {
 /// server has it (admission reads labels and taints from it).
 pub struct NodeManager {
     client: Rc<Client>,
+    recorder: Rc<dyn crate::events::Recorder>,
     cfg: NodeConfig,
     /// The Node as the server last showed it.
     server: RefCell<Option<Node>>,
@@ -102,10 +103,15 @@ fn newer(old: &Node, new: &Node) -> bool {
 }
 
 impl NodeManager {
-    pub fn new(client: Rc<Client>, cfg: NodeConfig) -> Rc<NodeManager> {
+    pub fn new(
+        client: Rc<Client>,
+        recorder: Rc<dyn crate::events::Recorder>,
+        cfg: NodeConfig,
+    ) -> Rc<NodeManager> {
         let (wake_tx, wake_rx) = smol::channel::bounded(1);
         Rc::new(NodeManager {
             client,
+            recorder,
             cfg,
             server: RefCell::new(None),
             uid: Rc::new(RefCell::new(None)),
@@ -136,6 +142,24 @@ impl NodeManager {
         *self.server.borrow_mut() = Some(n);
     }
 
+    /// Upstream's node events for each of its conditions that is new or
+    /// changed (`NodeHasSufficientMemory`, `NodeReady`, ...).
+    fn record_transitions(
+        &self,
+        before: Option<&crate::api::core::NodeStatus>,
+        after: &crate::api::core::NodeStatus,
+    ) {
+        for (_, reason) in status::transitions(before, after) {
+            let obj = crate::events::ObjectRef::node(self.name(), None);
+            self.recorder.event(
+                &obj,
+                crate::events::EventType::Normal,
+                reason,
+                &crate::events::messages::node_status(self.name(), reason),
+            );
+        }
+    }
+
     fn wake(&self) {
         let _ = self.wake_tx.try_send(());
     }
@@ -150,6 +174,13 @@ impl NodeManager {
         let now = crate::api::meta::Time(jiff::Timestamp::now());
         node.status = Some(status::desired_status(&facts, None, now));
         match self.client.create(None, &node).await {
+            Ok(n) if n.status.is_some() => {
+                log::info!("registered node {}", self.name());
+                if let Some(st) = &n.status {
+                    self.record_transitions(None, st);
+                }
+                Ok(n)
+            }
             Ok(n) => {
                 log::info!("registered node {}", self.name());
                 Ok(n)
@@ -299,6 +330,7 @@ impl NodeManager {
         ) {
             return;
         }
+        self.record_transitions(Some(&current), &desired);
         let patch = status::status_patch(&current, &desired);
         self.status_patches.set(self.status_patches.get() + 1);
         match self
@@ -349,6 +381,12 @@ impl NodeManager {
             }
         }
         self.register_until_done(&*host).await;
+        self.recorder.event(
+            &crate::events::ObjectRef::node(self.name(), None),
+            crate::events::EventType::Normal,
+            crate::events::reasons::STARTING_KUBELET,
+            &crate::events::messages::starting_kubelet(),
+        );
         let _lease = crate::rt::spawn(lease::run(
             self.client.clone(),
             self.name().to_string(),

@@ -192,6 +192,41 @@ pub fn desired_status(f: &NodeFacts, current: Option<&NodeStatus>, now: Time) ->
     }
 }
 
+/// The node event reason of one of the kubelet's conditions in a status.
+fn condition_reason(kind: &str, status: &str) -> Option<&'static str> {
+    Some(match (kind, status) {
+        ("MemoryPressure", "False") => "NodeHasSufficientMemory",
+        ("MemoryPressure", "True") => "NodeHasInsufficientMemory",
+        ("DiskPressure", "False") => "NodeHasNoDiskPressure",
+        ("DiskPressure", "True") => "NodeHasDiskPressure",
+        ("PIDPressure", "False") => "NodeHasSufficientPID",
+        ("PIDPressure", "True") => "NodeHasInsufficientPID",
+        ("Ready", "True") => "NodeReady",
+        ("Ready", _) => "NodeNotReady",
+        _ => return None,
+    })
+}
+
+/// The kubelet's conditions that are new or changed from `before` to
+/// `after`, with the event reason upstream records for each.
+pub fn transitions(before: Option<&NodeStatus>, after: &NodeStatus) -> Vec<(String, &'static str)> {
+    let find = |s: Option<&NodeStatus>, t: &str| {
+        s.and_then(|s| s.conditions.as_ref())
+            .and_then(|c| c.iter().find(|c| c.type_ == t))
+            .map(|c| c.status.clone())
+    };
+    OWN_CONDITIONS
+        .iter()
+        .filter_map(|t| {
+            let now = find(Some(after), t)?;
+            if find(before, t).as_deref() == Some(now.as_str()) {
+                return None;
+            }
+            Some((t.to_string(), condition_reason(t, &now)?))
+        })
+        .collect()
+}
+
 /// Fields of the status picolet sets (the rest belongs to others).
 const OWN_FIELDS: [&str; 7] = [
     "addresses",
@@ -592,6 +627,35 @@ mod tests {
             .unwrap()
             .iter()
             .all(|a| a.get("$patch").is_none()));
+    }
+
+    #[test]
+    fn condition_transitions_name_upstreams_events() {
+        let f = facts();
+        let first = desired_status(&f, None, t("2026-12-06T10:00:00Z"));
+        let all: Vec<&str> = transitions(None, &first)
+            .into_iter()
+            .map(|(_, r)| r)
+            .collect();
+        assert_eq!(
+            all,
+            [
+                "NodeHasSufficientMemory",
+                "NodeHasNoDiskPressure",
+                "NodeHasSufficientPID",
+                "NodeReady"
+            ]
+        );
+        assert!(transitions(Some(&first), &first).is_empty());
+        let mut f2 = f.clone();
+        f2.not_ready = vec!["x".into()];
+        f2.memory_pressure = true;
+        let later = desired_status(&f2, Some(&first), t("2026-12-06T10:01:00Z"));
+        let r: Vec<&str> = transitions(Some(&first), &later)
+            .into_iter()
+            .map(|(_, r)| r)
+            .collect();
+        assert_eq!(r, ["NodeHasInsufficientMemory", "NodeNotReady"]);
     }
 
     #[test]

@@ -360,6 +360,8 @@ struct Inner<R> {
     updates: Sender<ProbeUpdate>,
     /// When the manager started: young managers jitter the first probe.
     start: Instant,
+    /// Unhealthy and ProbeWarning events.
+    recorder: RefCell<Rc<dyn crate::events::Recorder>>,
 }
 
 /// The probe manager (upstream `prober.Manager`): probe workers keyed by
@@ -383,6 +385,11 @@ impl<R: CommandRunner + 'static> ProbeManager<R> {
         Self::started_at(runner, Instant::now())
     }
 
+    /// Where probe failures are reported (upstream's Unhealthy events).
+    pub fn set_recorder(&self, r: Rc<dyn crate::events::Recorder>) {
+        *self.inner.recorder.borrow_mut() = r;
+    }
+
     fn started_at(runner: Rc<R>, start: Instant) -> Self {
         let (tx, rx) = smol::channel::unbounded();
         ProbeManager {
@@ -395,6 +402,7 @@ impl<R: CommandRunner + 'static> ProbeManager<R> {
                 }),
                 updates: tx,
                 start,
+                recorder: RefCell::new(Rc::new(crate::events::NoopRecorder)),
             }),
             updates: rx,
         }
@@ -679,6 +687,9 @@ impl<R: CommandRunner + 'static> WorkerTask<R> {
         };
         let out = handlers::run_with_retries(&*runner, &self.probe, &target).await;
         log_outcome(&self.key, &out);
+        if let Some(inner) = self.inner.upgrade() {
+            record_outcome(&inner, &self.key, &out);
+        }
         let mut fx = Vec::new();
         self.worker.after(result_of(&out), &mut fx);
         if let Some(inner) = self.inner.upgrade() {
@@ -741,6 +752,41 @@ fn apply<R>(inner: &Inner<R>, key: &Key, fx: &[Effect]) {
     }
 }
 
+/// Upstream's probe events on the container: `Unhealthy` for a failure or
+/// an error, `ProbeWarning` for a warning.
+fn record_outcome<R>(inner: &Inner<R>, key: &Key, out: &anyhow::Result<Output>) {
+    let (uid, name, kind) = key;
+    let (t, reason, msg) = match out {
+        Ok(o) if o.outcome == Outcome::Success => return,
+        Ok(o) if o.outcome == Outcome::Warning => (
+            crate::events::EventType::Warning,
+            "ProbeWarning",
+            crate::events::messages::probe_warning(kind.as_str(), &o.message),
+        ),
+        Ok(o) => (
+            crate::events::EventType::Warning,
+            "Unhealthy",
+            crate::events::messages::probe_failed(kind.as_str(), o.message.trim_end()),
+        ),
+        Err(e) => (
+            crate::events::EventType::Warning,
+            "Unhealthy",
+            crate::events::messages::probe_errored(kind.as_str(), "unknown", &format!("{e:#}")),
+        ),
+    };
+    let pod = inner.state.borrow().pods.get(uid).map(|e| e.pod.clone());
+    if let Some(pod) = pod {
+        let init = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.init_containers.as_ref())
+            .is_some_and(|c| c.iter().any(|c| c.name == *name));
+        let obj = crate::events::ObjectRef::container(&pod, name, init);
+        let r = inner.recorder.borrow().clone();
+        r.event(&obj, t, reason, &msg);
+    }
+}
+
 fn log_outcome(key: &Key, out: &anyhow::Result<Output>) {
     let (uid, name, kind) = key;
     match out {
@@ -752,7 +798,7 @@ fn log_outcome(key: &Key, out: &anyhow::Result<Output>) {
             kind.as_str(),
             o.message
         ),
-        Ok(o) => log::info!(
+        Ok(o) => log::debug!(
             "{} probe failed for {name} in pod {uid}: {}",
             kind.as_str(),
             o.message.trim_end()

@@ -20,6 +20,7 @@ use super::state::BackoffState;
 use super::workers::{Outcome, PodWorkers, Update, Work};
 use super::{container_name, PodRuntimeStatus, ProbeResults};
 use crate::api::core::{Container, LifecycleHandler, Pod, PodStatus};
+use crate::events::{messages, reasons, EventType, ObjectRef, Recorder};
 use crate::image::{pull_decision, ImageError, PullDecision, PullPolicy};
 use crate::runtime::convert::{
     container_config, pod_log_directory, qos_class, sandbox_config, ContainerInputs, NodeContext,
@@ -51,6 +52,10 @@ pub trait Images {
     fn present(&self, image: &str) -> anyhow::Result<Option<String>>;
     /// Pulls `image`, returning its id.
     async fn pull(&self, image: &str) -> anyhow::Result<String>;
+    /// The image's size in bytes (for the Pulled event), 0 when unknown.
+    fn size(&self, _image: &str) -> u64 {
+        0
+    }
 }
 
 impl Images for crate::image::ImageService {
@@ -59,6 +64,9 @@ impl Images for crate::image::ImageService {
     }
     async fn pull(&self, image: &str) -> anyhow::Result<String> {
         Ok(crate::image::ImageService::pull(self, image).await?.id)
+    }
+    fn size(&self, image: &str) -> u64 {
+        self.get(image).ok().flatten().map_or(0, |i| i.size)
     }
 }
 
@@ -185,6 +193,8 @@ pub struct Kubelet<R: Runtime, I: Images> {
     /// tells it.
     network_status: RefCell<Option<NetworkStatusFn>>,
     admission: RefCell<Option<AdmitFn>>,
+    /// Events about pods and containers (upstream's recorder).
+    recorder: RefCell<Rc<dyn Recorder>>,
     /// Tells the sync loop that a worker finished a step (timers changed).
     wake: smol::channel::Sender<()>,
 }
@@ -295,6 +305,7 @@ impl<R: Runtime + 'static, I: Images + 'static> Kubelet<R, I> {
             cleaning: std::cell::Cell::new(false),
             network_status: RefCell::new(None),
             admission: RefCell::new(None),
+            recorder: RefCell::new(Rc::new(crate::events::NoopRecorder)),
             wake,
         })
     }
@@ -303,6 +314,24 @@ impl<R: Runtime + 'static, I: Images + 'static> Kubelet<R, I> {
     /// pod sandbox that needs the pod network.
     pub fn set_network_status(&self, f: NetworkStatusFn) {
         *self.network_status.borrow_mut() = Some(f);
+    }
+
+    /// Where events go (the API server once picolet is a member; the log
+    /// always).
+    pub fn set_recorder(&self, r: Rc<dyn Recorder>) {
+        *self.recorder.borrow_mut() = r;
+    }
+
+    fn pod_event(&self, pod: &Pod, t: EventType, reason: &str, msg: &str) {
+        let r = self.recorder.borrow().clone();
+        r.event(&ObjectRef::pod(pod), t, reason, msg);
+    }
+
+    fn container_event(&self, pod: &Pod, name: &str, t: EventType, reason: &str, msg: &str) {
+        let (inits, _) = spec_containers(pod);
+        let init = inits.iter().any(|c| c.name == name);
+        let r = self.recorder.borrow().clone();
+        r.event(&ObjectRef::container(pod, name, init), t, reason, msg);
     }
 
     /// Installs node admission (the cluster side knows the Node).
@@ -328,11 +357,14 @@ impl<R: Runtime + 'static, I: Images + 'static> Kubelet<R, I> {
         match f(pod, &active) {
             Ok(()) => true,
             Err(status) => {
-                log::warn!(
-                    "pod {}: rejected: {}: {}",
-                    format_pod(pod),
-                    status.reason.as_deref().unwrap_or(""),
-                    status.message.as_deref().unwrap_or("")
+                // Upstream's event carries the handler's own message.
+                let msg = status.message.as_deref().unwrap_or("");
+                let msg = msg.strip_prefix("Pod was rejected: ").unwrap_or(msg);
+                self.pod_event(
+                    pod,
+                    EventType::Warning,
+                    status.reason.as_deref().unwrap_or("Rejected"),
+                    msg,
                 );
                 let mut st = self.status.borrow_mut();
                 st.set_status(uid(pod), *status);
@@ -649,7 +681,12 @@ impl<R: Runtime + 'static, I: Images + 'static> Kubelet<R, I> {
                 v
             }
             Err(e) => {
-                log::warn!("sync pod {}: volumes: {e}", format_pod(pod));
+                self.pod_event(
+                    pod,
+                    EventType::Warning,
+                    reasons::FAILED_MOUNT_VOLUME,
+                    &messages::failed_mount(&e.to_string()),
+                );
                 self.volume_error(pod, &rt, &e);
                 self.refresh_status(pod, &probes).await;
                 return retry(self.cfg.retry_period);
@@ -664,6 +701,13 @@ impl<R: Runtime + 'static, I: Images + 'static> Kubelet<R, I> {
         let mut wake = now + self.cfg.sync_frequency;
         let now_ts = Timestamp::now();
         for b in &actions.backing_off {
+            self.container_event(
+                pod,
+                &b.name,
+                EventType::Warning,
+                reasons::BACK_OFF_START_CONTAINER,
+                &messages::back_off_restart(&b.name, &format_pod(pod)),
+            );
             self.set_waiting(
                 pod,
                 &b.name,
@@ -770,14 +814,30 @@ impl<R: Runtime + 'static, I: Images + 'static> Kubelet<R, I> {
         // pod goes (a liveness failure under restartPolicy Never): without
         // events, the log is the only place that tells.
         for k in &a.containers_to_kill {
-            log::info!("pod {}: killing {}: {}", format_pod(pod), k.name, k.message);
+            self.container_event(
+                pod,
+                &k.name,
+                EventType::Normal,
+                reasons::KILLING_CONTAINER,
+                &k.message,
+            );
         }
         if a.kill_pod {
             if a.create_sandbox && !rt.sandboxes.is_empty() {
-                log::info!("pod {}: sandbox changed, starting over", format_pod(pod));
+                self.pod_event(
+                    pod,
+                    EventType::Normal,
+                    reasons::SANDBOX_CHANGED,
+                    &messages::sandbox_changed(),
+                );
             }
             if let Err(e) = self.kill_pod(pod, rt, None).await {
-                log::warn!("kill pod {}: {e:#}", format_pod(pod));
+                self.pod_event(
+                    pod,
+                    EventType::Warning,
+                    reasons::FAILED_TO_KILL_POD,
+                    &messages::failed_kill_pod(&format!("{e:#}")),
+                );
                 return Err(SandboxFailure { network: false });
             }
             if a.create_sandbox {
@@ -818,7 +878,7 @@ impl<R: Runtime + 'static, I: Images + 'static> Kubelet<R, I> {
         // 2. Sandbox.
         if a.create_sandbox && !super::actions::is_host_network(pod) {
             if let Some(msg) = self.network_error() {
-                log::warn!("pod {}: {msg}", format_pod(pod));
+                self.pod_event(pod, EventType::Warning, reasons::NETWORK_NOT_READY, &msg);
                 self.set_blocked(pod, Some(msg));
                 return Err(SandboxFailure { network: true });
             }
@@ -828,13 +888,20 @@ impl<R: Runtime + 'static, I: Images + 'static> Kubelet<R, I> {
                 Ok(c) => c,
                 Err(e) => {
                     let msg = format!("Failed to generate sandbox config for pod: {e}");
-                    log::warn!("pod {}: {msg}", format_pod(pod));
+                    self.pod_event(pod, EventType::Warning, "FailedCreatePodSandBox", &msg);
                     self.set_blocked(pod, Some(msg));
                     return Err(SandboxFailure { network: false });
                 }
             };
             for w in &conv.warnings {
-                log::warn!("pod {}: {w}", format_pod(pod));
+                // Upstream's DNS warnings: no cluster DNS, or a resolv.conf
+                // past the limits.
+                let reason = if w.contains("ClusterDNS") {
+                    "MissingClusterDNS"
+                } else {
+                    "DNSConfigForming"
+                };
+                self.pod_event(pod, EventType::Warning, reason, w);
             }
             let id = match self.runtime.run_pod_sandbox(&conv.config).await {
                 Ok(id) => id,
@@ -842,8 +909,8 @@ impl<R: Runtime + 'static, I: Images + 'static> Kubelet<R, I> {
                     // A plugin that fails is retried like any sandbox error
                     // (upstream CreatePodSandboxError); only a node without
                     // a network configured takes the short retry above.
-                    let msg = format!("Failed to create pod sandbox: {e}");
-                    log::warn!("pod {}: {msg}", format_pod(pod));
+                    let msg = messages::failed_create_sandbox(&e.to_string());
+                    self.pod_event(pod, EventType::Warning, "FailedCreatePodSandBox", &msg);
                     self.set_blocked(pod, Some(msg));
                     return Err(SandboxFailure { network: false });
                 }
@@ -929,12 +996,39 @@ impl<R: Runtime + 'static, I: Images + 'static> Kubelet<R, I> {
         match &res {
             Ok(()) => self.set_waiting(pod, &c.name, None),
             Err(w) => {
-                log::warn!(
+                log::debug!(
                     "pod {}: container {}: {}: {}",
                     format_pod(pod),
                     c.name,
                     w.reason.as_str(),
                     w.message
+                );
+                // Upstream: `Error: <reason>` for image problems (their
+                // detail has its own event), `Error: <detail>` otherwise;
+                // a pull back-off is a Normal BackOff plus this.
+                let detail = match w.reason {
+                    WaitingReason::ErrImagePull
+                    | WaitingReason::ImagePullBackOff
+                    | WaitingReason::ErrImageNeverPull
+                    | WaitingReason::InvalidImageName => w.reason.as_str().to_string(),
+                    _ => w.message.clone(),
+                };
+                if w.reason == WaitingReason::ImagePullBackOff {
+                    let image = c.image.as_deref().unwrap_or("");
+                    self.container_event(
+                        pod,
+                        &c.name,
+                        EventType::Normal,
+                        reasons::BACK_OFF_PULL_IMAGE,
+                        &messages::back_off_pull(image),
+                    );
+                }
+                self.container_event(
+                    pod,
+                    &c.name,
+                    EventType::Warning,
+                    reasons::FAILED_TO_CREATE_CONTAINER,
+                    &messages::error(&detail),
                 );
                 self.set_waiting(pod, &c.name, Some(w.clone()));
             }
@@ -990,14 +1084,28 @@ impl<R: Runtime + 'static, I: Images + 'static> Kubelet<R, I> {
                 }
                 _ => runtime_waiting(WaitingReason::CreateContainerError, &e),
             })?;
+        self.container_event(
+            pod,
+            &c.name,
+            EventType::Normal,
+            reasons::CREATED_CONTAINER,
+            &messages::created(&c.name),
+        );
         self.runtime
             .start_container(&id)
             .await
             .map_err(|e| runtime_waiting(WaitingReason::RunContainerError, &e))?;
-        log::info!(
+        log::debug!(
             "pod {}: started container {} ({id}, restart {restart_count})",
             format_pod(pod),
             c.name
+        );
+        self.container_event(
+            pod,
+            &c.name,
+            EventType::Normal,
+            reasons::STARTED_CONTAINER,
+            &messages::started(&c.name),
         );
         if let Some(h) = c.lifecycle.as_ref().and_then(|l| l.post_start.clone()) {
             let call = HookCall {
@@ -1009,10 +1117,12 @@ impl<R: Runtime + 'static, I: Images + 'static> Kubelet<R, I> {
                 limit: None,
             };
             if let Err(msg) = self.hooks.run(call).await {
-                log::warn!(
-                    "pod {}: container {}: postStart hook failed: {msg}",
-                    format_pod(pod),
-                    c.name
+                self.container_event(
+                    pod,
+                    &c.name,
+                    EventType::Warning,
+                    "FailedPostStartHook",
+                    &msg,
                 );
                 if let Err(e) = self
                     .kill_container(
@@ -1052,6 +1162,7 @@ impl<R: Runtime + 'static, I: Images + 'static> Kubelet<R, I> {
     /// (ErrImagePull, then ImagePullBackOff while the back-off lasts).
     async fn ensure_image(&self, pod: &Pod, c: &Container) -> Result<String, Waiting> {
         let image = c.image.as_deref().unwrap_or("");
+        let event = |t, reason: &str, msg: &str| self.container_event(pod, &c.name, t, reason, msg);
         let policy = PullPolicy::parse(c.image_pull_policy.as_deref().unwrap_or(""), image)
             .map_err(|m| waiting(WaitingReason::ErrImagePull, m))?;
         let present = match self.images.present(image) {
@@ -1061,8 +1172,28 @@ impl<R: Runtime + 'static, I: Images + 'static> Kubelet<R, I> {
                 None
             }
         };
-        match pull_decision(Some(policy), image, present.is_some()).map_err(image_waiting)? {
-            PullDecision::UsePresent => Ok(present.unwrap_or_default()),
+        let decision = match pull_decision(Some(policy), image, present.is_some()) {
+            Ok(d) => d,
+            Err(e) => {
+                if e.reason == ImageError::NEVER_PULL {
+                    event(
+                        EventType::Warning,
+                        reasons::ERR_IMAGE_NEVER_PULL_POLICY,
+                        &messages::never_pull(image),
+                    );
+                }
+                return Err(image_waiting(e));
+            }
+        };
+        match decision {
+            PullDecision::UsePresent => {
+                event(
+                    EventType::Normal,
+                    reasons::PULLED_IMAGE,
+                    &messages::already_present(image),
+                );
+                Ok(present.unwrap_or_default())
+            }
             PullDecision::Pull => {
                 let key = image_key(pod, image);
                 let now = Timestamp::now();
@@ -1074,12 +1205,31 @@ impl<R: Runtime + 'static, I: Images + 'static> Kubelet<R, I> {
                 {
                     return Err(image_waiting(ImageError::back_off(image)));
                 }
+                event(
+                    EventType::Normal,
+                    reasons::PULLING_IMAGE,
+                    &messages::pulling(image),
+                );
+                let t0 = Instant::now();
                 match self.images.pull(image).await {
-                    Ok(id) => Ok(id),
+                    Ok(id) => {
+                        let took = t0.elapsed();
+                        event(
+                            EventType::Normal,
+                            reasons::PULLED_IMAGE,
+                            &messages::pulled(image, took, took, self.images.size(image)),
+                        );
+                        Ok(id)
+                    }
                     Err(e) => {
                         let now = Timestamp::now();
                         self.backoff.images.borrow_mut().next(&key, now, now);
                         self.backoff.changed();
+                        event(
+                            EventType::Warning,
+                            reasons::FAILED_TO_PULL_IMAGE,
+                            &messages::failed_to_pull(image, &format!("{e:#}")),
+                        );
                         Err(image_waiting(ImageError::pull_failed(image, &e)))
                     }
                 }
@@ -1167,10 +1317,7 @@ impl<R: Runtime + 'static, I: Images + 'static> Kubelet<R, I> {
             Err(format!("preStop hook did not finish within {}s", grace))
         };
         if let Err(msg) = run.or(limit).await {
-            log::warn!(
-                "pod {}: container {name}: preStop hook: {msg}",
-                format_pod(pod)
-            );
+            self.container_event(pod, name, EventType::Warning, "FailedPreStopHook", &msg);
         }
     }
 
