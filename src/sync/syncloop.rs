@@ -331,6 +331,11 @@ pub fn handle_config<R: Runtime + 'static, I: Images + 'static>(
                 if u.op == Op::Add && !k.admit(&pod) {
                     continue;
                 }
+                if u.op == Op::Update && k.workers.borrow().get(&uid).is_none() {
+                    // Rejected at admission: it stays Failed, whatever
+                    // changes in its spec.
+                    continue;
+                }
                 k.prober.add_pod(&pod);
                 let kind = if u.op == Op::Add {
                     Update::Create

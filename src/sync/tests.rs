@@ -631,3 +631,93 @@ fn loop_takes_manifests_and_stops_orphans() {
         assert_eq!(s.rt.instances("a")[0].1, ContainerState::Running);
     });
 }
+
+/// An API pod as the pod config delivers it.
+fn api_pod(name: &str, uid: &str, spec: serde_json::Value) -> Pod {
+    let mut p = (*pod(name, uid, spec)).clone();
+    p.metadata
+        .annotations
+        .get_or_insert_with(Default::default)
+        .insert(
+            crate::sources::CONFIG_SOURCE.into(),
+            crate::sources::API_SOURCE.into(),
+        );
+    p
+}
+
+fn update(op: crate::sources::Op, pods: Vec<Pod>) -> crate::sources::PodUpdate {
+    crate::sources::PodUpdate {
+        op,
+        source: crate::sources::API_SOURCE,
+        pods,
+    }
+}
+
+#[test]
+fn api_pods_rejected_terminal_or_marked_for_deletion_do_not_run() {
+    use crate::sources::Op;
+    let s = setup("apipods");
+    // Admission refuses pods named "big".
+    s.k.set_admission(Box::new(|p: &Pod, _: &[Rc<Pod>]| {
+        if p.metadata.name.as_deref() == Some("big") {
+            Err(Box::new(PodStatus {
+                phase: Some("Failed".into()),
+                reason: Some("OutOfmemory".into()),
+                message: Some("Pod was rejected: Node didn't have enough resource: memory".into()),
+                ..Default::default()
+            }))
+        } else {
+            Ok(())
+        }
+    }));
+    crate::rt::block_on(async {
+        let big = api_pod("big", "u-big", one("Always"));
+        super::syncloop::handle_config(&s.k, update(Op::Add, vec![big.clone()]));
+        settle(&s.k).await;
+        assert!(s.calls.borrow().is_empty(), "{:?}", s.calls.borrow());
+        let st = status(&s.k, "u-big");
+        assert_eq!(st.reason.as_deref(), Some("OutOfmemory"));
+        // A later spec change does not start it either.
+        let mut big2 = big.clone();
+        big2.metadata.labels = Some([("x".to_string(), "y".to_string())].into());
+        super::syncloop::handle_config(&s.k, update(Op::Update, vec![big2]));
+        settle(&s.k).await;
+        assert!(s.calls.borrow().is_empty(), "{:?}", s.calls.borrow());
+
+        // Finished on the server before picolet started: never run again.
+        let mut done = api_pod("done", "u-done", one("Never"));
+        done.status = Some(PodStatus {
+            phase: Some("Succeeded".into()),
+            ..Default::default()
+        });
+        super::syncloop::handle_config(&s.k, update(Op::Add, vec![done]));
+        settle(&s.k).await;
+        assert!(
+            !s.calls
+                .borrow()
+                .iter()
+                .any(|c| c.starts_with("run_sandbox")),
+            "{:?}",
+            s.calls.borrow()
+        );
+        assert_eq!(status(&s.k, "u-done").phase.as_deref(), Some("Succeeded"));
+
+        // Running before a restart, marked for deletion meanwhile: stopped
+        // with the deletion's grace period, not started anew.
+        s.rt.seed_running("u-del", "del", "a", 30);
+        let mut del = api_pod("del", "u-del", one("Always"));
+        del.metadata.deletion_timestamp = Some(crate::api::meta::Time(jiff::Timestamp::now()));
+        del.metadata.deletion_grace_period_seconds = Some(5);
+        super::syncloop::handle_config(&s.k, update(Op::Add, vec![del]));
+        settle(&s.k).await;
+        let calls = s.calls.borrow().clone();
+        assert!(calls.contains(&"stop a 5s".to_string()), "{calls:?}");
+        assert!(!calls.iter().any(|c| c == "start a"), "{calls:?}");
+        assert!(s
+            .k
+            .status
+            .borrow()
+            .pending("u-del")
+            .is_some_and(|p| p.terminated));
+    });
+}
