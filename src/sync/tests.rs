@@ -683,6 +683,10 @@ fn api_pods_rejected_terminal_or_marked_for_deletion_do_not_run() {
         super::syncloop::handle_config(&s.k, update(Op::Update, vec![big2]));
         settle(&s.k).await;
         assert!(s.calls.borrow().is_empty(), "{:?}", s.calls.borrow());
+        assert!(
+            s.k.workers.borrow().get("u-big").is_none(),
+            "a worker for a rejected pod"
+        );
 
         // Finished on the server before picolet started: never run again.
         let mut done = api_pod("done", "u-done", one("Never"));
