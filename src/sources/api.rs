@@ -40,6 +40,11 @@ pub fn is_mirror(pod: &Pod) -> bool {
         .is_some_and(|a| a.contains_key(CONFIG_MIRROR))
 }
 
+fn slim(mut p: Pod) -> Pod {
+    p.metadata.managed_fields = None;
+    p
+}
+
 /// Whether `p` is an older version of the same object than `have` (our
 /// own PATCH's answer may arrive before the watch's older events).
 /// resourceVersions are compared as numbers, as etcd makes them; others
@@ -84,6 +89,13 @@ impl ApiPods {
 
     /// Applies one event; returns (regular pods changed, mirrors changed).
     pub fn apply(&mut self, ev: Event<Pod>) -> (bool, bool) {
+        // managedFields are the server's bookkeeping, often the largest
+        // part of a pod; nothing here reads them.
+        let ev = match ev {
+            Event::Listed(items) => Event::Listed(items.into_iter().map(slim).collect()),
+            Event::Applied(p) => Event::Applied(slim(p)),
+            Event::Deleted(p) => Event::Deleted(slim(p)),
+        };
         match ev {
             Event::Listed(items) => {
                 self.synced = true;
@@ -138,6 +150,7 @@ impl ApiPods {
     /// A copy fresher than the watch's (a PATCH's answer): kept unless the
     /// store already has a newer one.
     pub fn refresh(&mut self, p: Pod) {
+        let p = slim(p);
         let slot = if is_mirror(&p) {
             self.mirrors.get_mut(&pod_full_name(&p))
         } else {
