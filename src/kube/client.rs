@@ -146,21 +146,27 @@ fn path_escape(s: &str) -> String {
     query_escape(s)
 }
 
-/// Decodes JSON into `T`, naming the field on a type error.
+/// Decodes JSON into `T`, naming the field on a type error. Through a
+/// `Value` and [`crate::api::decode`], the one deserializer every
+/// Kubernetes object of picolet goes through: each type's (large) serde
+/// code is compiled once, not once per input kind.
 pub fn decode<T: DeserializeOwned>(what: &str, body: &[u8]) -> Result<T> {
-    let de = &mut serde_json::Deserializer::from_slice(body);
-    serde_path_to_error::deserialize(de).map_err(|e| Error::Decode {
+    let v: Value = serde_json::from_slice(body).map_err(|e| Error::Decode {
         what: what.to_string(),
-        error: format!("{}: {}", e.path(), e.inner()),
-    })
+        error: e.to_string(),
+    })?;
+    decode_value(what, v)
 }
 
-/// Decodes an already-parsed JSON value into `T`.
+/// Decodes an already-parsed JSON value into `T` (unknown fields are
+/// fine: the server may be newer than picolet's types).
 pub fn decode_value<T: DeserializeOwned>(what: &str, v: Value) -> Result<T> {
-    serde_path_to_error::deserialize(v).map_err(|e| Error::Decode {
-        what: what.to_string(),
-        error: format!("{}: {}", e.path(), e.inner()),
-    })
+    crate::api::decode(v)
+        .map(|d| d.object)
+        .map_err(|e| Error::Decode {
+            what: what.to_string(),
+            error: format!("{e:#}"),
+        })
 }
 
 pub struct Client {
@@ -409,8 +415,12 @@ impl Client {
     }
 }
 
+/// Through a `Value`, like every other serialization of API types in
+/// picolet: one copy of each type's serde code in the binary.
 fn encode<K: Serialize>(obj: &K) -> Result<Vec<u8>> {
-    serde_json::to_vec(obj).map_err(|e| Error::Invalid(format!("encode object: {e}")))
+    serde_json::to_value(obj)
+        .and_then(|v| serde_json::to_vec(&v))
+        .map_err(|e| Error::Invalid(format!("encode object: {e}")))
 }
 
 /// `namespace/name` of a JSON object, for messages about it.
