@@ -168,6 +168,9 @@ readOnlyPort: {ro}
 cgroupRoot: {cg}
 podLogsDir: {logs}
 resolvConf: /etc/resolv.conf
+# The test machine's disk may be fuller than the default 10/15 % thresholds
+# allow; the pressure conditions are not what these tests are about.
+evictionHard: {{memory.available: 100Mi, nodefs.available: 1%, imagefs.available: 1%, nodefs.inodesFree: 1%}}
 crashLoopBackOff:
   maxContainerRestartPeriod: {max}
 {extra}
