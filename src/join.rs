@@ -102,6 +102,13 @@ pub struct JoinArgs {
     pub server_tls_bootstrap: bool,
     #[argh(
         option,
+        long = "discovery-timeout",
+        default = "String::from(\"5m\")",
+        description = "how long to try reading the signed cluster-info (default 5m, as kubeadm)"
+    )]
+    pub discovery_timeout: String,
+    #[argh(
+        option,
         default = "String::from(\"5m\")",
         description = "how long to wait for the client certificate without --run (default 5m)"
     )]
@@ -205,6 +212,8 @@ pub fn main(a: JoinArgs) -> Result<()> {
     crate::logger::init(a.v);
     let token = Token::parse(&a.token)?;
     let timeout = crate::util::duration::parse(&a.timeout).context("--timeout")?;
+    let discovery_timeout =
+        crate::util::duration::parse(&a.discovery_timeout).context("--discovery-timeout")?;
     let mut cfg = crate::config::Config::new(
         None,
         a.root_dir.clone(),
@@ -221,7 +230,7 @@ pub fn main(a: JoinArgs) -> Result<()> {
     }
     let started = std::time::Instant::now();
     let mut created = Created::default();
-    let res = join(&a, &token, &cfg, timeout, &mut created);
+    let res = join(&a, &token, &cfg, [discovery_timeout, timeout], &mut created);
     if let Err(e) = res {
         created.undo();
         return Err(e);
@@ -256,7 +265,7 @@ fn join(
     a: &JoinArgs,
     token: &Token,
     cfg: &crate::config::Config,
-    timeout: Duration,
+    [discovery_timeout, timeout]: [Duration; 2],
     created: &mut Created,
 ) -> Result<()> {
     if !a.force {
@@ -286,6 +295,7 @@ fn join(
         token,
         &a.ca_cert_hash,
         a.unsafe_skip_ca_verification,
+        discovery_timeout,
     ))?;
     log::info!(
         "cluster-info verified: CA {} (cluster-info names the server {})",

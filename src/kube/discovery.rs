@@ -18,6 +18,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use base64::Engine as _;
 use k8s_openapi::api::core::v1::ConfigMap;
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 /// A bootstrap token `[a-z0-9]{6}.[a-z0-9]{16}`.
 #[derive(Clone, PartialEq, Eq)]
@@ -184,23 +185,62 @@ fn anonymous(server: &str, ca: Option<Vec<u8>>) -> Result<Client> {
     Ok(Client::new(Transport::new(kc)?, 0.0, 1))
 }
 
-/// Reads kube-public/cluster-info; `Err` says what is wrong in words.
-async fn cluster_info(client: &Client, server: &str) -> Result<ConfigMap> {
+/// A failed read of cluster-info: worth another try (the server is not
+/// up yet, the signer has not signed yet) or not.
+enum Read {
+    Retry(anyhow::Error),
+    Fatal(anyhow::Error),
+}
+
+/// Reads kube-public/cluster-info; the error says what is wrong in words.
+async fn cluster_info(client: &Client, server: &str) -> Result<ConfigMap, Read> {
     match client
         .get::<ConfigMap>(Some("kube-public"), "cluster-info")
         .await
     {
         Ok(cm) => Ok(cm),
-        Err(e) if e.is_not_found() => bail!(
+        Err(e) if e.is_not_found() => Err(Read::Retry(anyhow!(
             "{server} has no ConfigMap kube-public/cluster-info: the cluster does not publish \
              discovery information (kubeadm init does)"
-        ),
-        Err(e) if e.is_unauthorized() || e.is_forbidden() => bail!(
+        ))),
+        Err(e) if e.is_unauthorized() || e.is_forbidden() => Err(Read::Fatal(anyhow!(
             "{server} does not let anonymous users read kube-public/cluster-info ({e}): \
              anonymous auth or kubeadm's discovery RBAC is missing"
-        ),
-        Err(e) => Err(anyhow!(e)).with_context(|| format!("read cluster-info from {server}")),
+        ))),
+        Err(e) => Err(Read::Retry(
+            anyhow!(e).context(format!("read cluster-info from {server}")),
+        )),
     }
+}
+
+/// cluster-info's kubeconfig with its signature for `token` checked.
+async fn signed_kubeconfig(client: &Client, server: &str, token: &Token) -> Result<String, Read> {
+    let cm = cluster_info(client, server).await?;
+    let data = cm.data.unwrap_or_default();
+    let kubeconfig = data
+        .get("kubeconfig")
+        .ok_or_else(|| Read::Retry(anyhow!("cluster-info has no kubeconfig")))?
+        .clone();
+    // The bootstrapsigner adds signatures a moment after a token appears.
+    let jws = data
+        .get(&format!("jws-kubeconfig-{}", token.id))
+        .ok_or_else(|| {
+            Read::Retry(anyhow!(
+                "cluster-info has no signature for token ID {:?}: the token does not exist, \
+                 expired, or may not sign (usage-bootstrap-signing); make a new one \
+                 (`kubeadm token create`)",
+                token.id
+            ))
+        })?;
+    verify_detached_jws(jws, kubeconfig.as_bytes(), token)
+        .with_context(|| {
+            format!(
+                "cluster-info's signature for token ID {:?} is not valid: the token secret is wrong",
+                token.id
+            )
+        })
+        .map_err(Read::Fatal)?;
+    Ok(kubeconfig)
 }
 
 /// The first cluster's CA and server of cluster-info's kubeconfig.
@@ -224,13 +264,20 @@ fn ca_of(kubeconfig: &str) -> Result<(Vec<u8>, Option<String>)> {
     Ok((ca, server))
 }
 
+/// How often discovery reads cluster-info again (kubeadm: 5 s).
+pub const DISCOVERY_RETRY: Duration = Duration::from_secs(5);
+
 /// Token discovery against `server`. With `pins` empty, `unsafe_skip`
 /// must be set (kubeadm's `--discovery-token-unsafe-skip-ca-verification`).
+/// An unreachable server, a missing ConfigMap or signature are tried again
+/// every 5 s for `timeout` (as kubeadm's `--discovery-timeout`); a wrong
+/// signature or CA is final.
 pub async fn discover(
     server: &str,
     token: &Token,
     pins: &[String],
     unsafe_skip: bool,
+    timeout: Duration,
 ) -> Result<Discovered> {
     let server = normalize_server(server)?;
     let pins = parse_pins(pins)?;
@@ -242,28 +289,28 @@ pub async fn discover(
     }
     // Not trusted yet: the signature and the pin decide.
     let insecure = anonymous(&server, None)?;
-    let cm = cluster_info(&insecure, &server).await?;
-    let data = cm.data.unwrap_or_default();
-    let kubeconfig = data
-        .get("kubeconfig")
-        .context("cluster-info has no kubeconfig")?
-        .clone();
-    let jws = data
-        .get(&format!("jws-kubeconfig-{}", token.id))
-        .with_context(|| {
-            format!(
-                "cluster-info has no signature for token ID {:?}: the token does not exist, \
-             expired, or may not sign (usage-bootstrap-signing); make a new one \
-             (`kubeadm token create`)",
-                token.id
-            )
-        })?;
-    verify_detached_jws(jws, kubeconfig.as_bytes(), token).with_context(|| {
-        format!(
-            "cluster-info's signature for token ID {:?} is not valid: the token secret is wrong",
-            token.id
-        )
-    })?;
+    let deadline = Instant::now() + timeout;
+    let mut last = String::new();
+    let kubeconfig = loop {
+        match signed_kubeconfig(&insecure, &server, token).await {
+            Ok(k) => break k,
+            Err(Read::Fatal(e)) => return Err(e),
+            Err(Read::Retry(e)) if Instant::now() + DISCOVERY_RETRY > deadline => {
+                return Err(e.context(format!(
+                    "discovery gave up after {}",
+                    crate::util::duration::format(timeout)
+                )))
+            }
+            Err(Read::Retry(e)) => {
+                let m = format!("{e:#}");
+                if m != last {
+                    log::info!("{m}; trying again every {}s", DISCOVERY_RETRY.as_secs());
+                    last = m;
+                }
+                async_io::Timer::after(DISCOVERY_RETRY).await;
+            }
+        }
+    };
     let (ca_pem, advertised_server) = ca_of(&kubeconfig)?;
     let have = ca_hashes(&ca_pem)?;
     if pins.is_empty() {
@@ -282,10 +329,13 @@ pub async fn discover(
     }
     // Again, now verifying the server with that CA: the same content.
     let secure = anonymous(&server, Some(ca_pem.clone()))?;
-    let again = cluster_info(&secure, &server)
-        .await
-        .context("read cluster-info again over TLS verified with the cluster CA")?;
-    if again.data.unwrap_or_default().get("kubeconfig") != Some(&kubeconfig) {
+    let again = match signed_kubeconfig(&secure, &server, token).await {
+        Ok(k) => k,
+        Err(Read::Retry(e) | Read::Fatal(e)) => {
+            return Err(e.context("read cluster-info again over TLS verified with the cluster CA"))
+        }
+    };
+    if again != kubeconfig {
         bail!("cluster-info read over verified TLS differs from the first read: refusing it");
     }
     Ok(Discovered {

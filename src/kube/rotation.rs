@@ -114,6 +114,7 @@ impl ClientRotation {
     pub async fn run(self) {
         let mut backoff = Backoff::new(Duration::from_secs(30), Duration::from_secs(300), 0.5);
         let mut announced: Option<PathBuf> = None;
+        let mut fresh = false;
         loop {
             let expired = match load(&self.store).await {
                 Ok(Some(c)) => {
@@ -136,7 +137,16 @@ impl ClientRotation {
                         }
                         sleep_until(at).await;
                         // Read again: it may have changed meanwhile.
+                        fresh = false;
                         continue;
+                    }
+                    if std::mem::take(&mut fresh) {
+                        // Due the moment it arrived: never renew in a loop.
+                        log::warn!(
+                            "client certificate valid until {} is due for renewal already",
+                            c.info.validity.not_after
+                        );
+                        async_io::Timer::after(Duration::from_secs(10)).await;
                     }
                     c.info.validity.not_after <= now
                 }
@@ -155,8 +165,7 @@ impl ClientRotation {
             match self.rotate(expired).await {
                 Ok(()) => {
                     backoff.reset();
-                    // Never twice in a moment, whatever the signer did.
-                    async_io::Timer::after(Duration::from_secs(10)).await;
+                    fresh = true;
                 }
                 Err(e) => {
                     let d = backoff.next_delay();
@@ -254,6 +263,7 @@ impl ServingRotation {
     pub async fn run(self) {
         let mut backoff = Backoff::new(Duration::from_secs(30), Duration::from_secs(1800), 0.5);
         let mut published: Option<(PathBuf, Option<jiff::Timestamp>)> = None;
+        let mut fresh = false;
         loop {
             match load(&self.store).await {
                 Ok(Some(c)) if same_names(&c, &self.dns_names, &self.ip_addresses) => {
@@ -288,7 +298,12 @@ impl ServingRotation {
                             describe(at.duration_since(now))
                         );
                         sleep_until(at).await;
+                        fresh = false;
                         continue;
+                    }
+                    if std::mem::take(&mut fresh) {
+                        // Due the moment it arrived: never renew in a loop.
+                        async_io::Timer::after(Duration::from_secs(10)).await;
                     }
                 }
                 Ok(Some(_)) => log::info!(
@@ -302,7 +317,7 @@ impl ServingRotation {
             match self.request().await {
                 Ok(()) => {
                     backoff.reset();
-                    async_io::Timer::after(Duration::from_secs(10)).await;
+                    fresh = true;
                 }
                 Err(e) => {
                     let d = backoff.next_delay();
