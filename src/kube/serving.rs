@@ -178,6 +178,117 @@ mod tests {
         assert!(!format!("{s:?}").contains("PRIVATE"));
     }
 
+    /// A self-signed P-256 certificate for `n1` made by openssl: (cert, key).
+    fn openssl_pair(dir: &std::path::Path, tag: &str) -> Option<(Vec<u8>, Vec<u8>)> {
+        let (c, k) = (
+            dir.join(format!("{tag}.crt")),
+            dir.join(format!("{tag}.key")),
+        );
+        let ok = std::process::Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+            ])
+            .args([
+                "-nodes",
+                "-subj",
+                "/CN=n1",
+                "-addext",
+                "subjectAltName=DNS:n1",
+                "-days",
+                "1",
+            ])
+            // An end-entity certificate (openssl's default is a CA one).
+            .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+            .arg("-keyout")
+            .arg(&k)
+            .arg("-out")
+            .arg(&c)
+            .output()
+            .ok()?
+            .status
+            .success();
+        ok.then(|| (std::fs::read(c).unwrap(), std::fs::read(k).unwrap()))
+    }
+
+    /// The certificate a TLS client is shown, handshaking in memory with a
+    /// server that resolves through `r`; `None` when the handshake fails.
+    fn presented(r: Arc<dyn ResolvesServerCert>, roots: &[&[u8]]) -> Option<Vec<u8>> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let server = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_cert_resolver(r);
+        let mut store = rustls::RootCertStore::empty();
+        for pem in roots {
+            for c in CertificateDer::pem_slice_iter(pem) {
+                store.add(c.unwrap()).unwrap();
+            }
+        }
+        let client = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(store)
+            .with_no_client_auth();
+        let name = rustls::pki_types::ServerName::try_from("n1").unwrap();
+        let mut c = rustls::ClientConnection::new(Arc::new(client), name).unwrap();
+        let mut s = rustls::ServerConnection::new(Arc::new(server)).unwrap();
+        for _ in 0..20 {
+            let mut buf = Vec::new();
+            c.write_tls(&mut buf).unwrap();
+            s.read_tls(&mut &buf[..]).unwrap();
+            if let Err(e) = s.process_new_packets() {
+                eprintln!("server: {e}");
+                return None;
+            }
+            let mut buf = Vec::new();
+            s.write_tls(&mut buf).unwrap();
+            c.read_tls(&mut &buf[..]).unwrap();
+            if let Err(e) = c.process_new_packets() {
+                eprintln!("client: {e}");
+                return None;
+            }
+            if !c.is_handshaking() && !s.is_handshaking() {
+                return c.peer_certificates().map(|p| p[0].to_vec());
+            }
+        }
+        None
+    }
+
+    #[test]
+    fn the_resolver_presents_the_current_certificate() {
+        let dir = std::env::temp_dir().join(format!("picolet-serving-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (Some(a), Some(b)) = (openssl_pair(&dir, "a"), openssl_pair(&dir, "b")) else {
+            eprintln!("no openssl: skipped");
+            return;
+        };
+        let der = |pem: &[u8]| CertificateDer::from_pem_slice(pem).unwrap().to_vec();
+        let roots = [&a.0[..], &b.0[..]];
+        let s = ServingCert::default();
+        // Nothing yet and no fallback: no certificate, no handshake.
+        assert_eq!(presented(s.resolver(None), &roots), None);
+        // The fallback (the self-signed one) until the cluster's arrives.
+        let key = PrivateKeyDer::from_pem_slice(&b.1).unwrap();
+        let fallback = Arc::new(CertifiedKey::new(
+            vec![CertificateDer::from_pem_slice(&b.0).unwrap()],
+            rustls::crypto::ring::sign::any_supported_type(&key).unwrap(),
+        ));
+        let r = s.resolver(Some(fallback));
+        assert_eq!(presented(r.clone(), &roots), Some(der(&b.0)));
+        // The same resolver follows each change.
+        s.set(&a.0, &a.1).unwrap();
+        assert_eq!(presented(r.clone(), &roots), Some(der(&a.0)));
+        s.set(&b.0, &b.1).unwrap();
+        assert_eq!(presented(r, &roots), Some(der(&b.0)));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     #[test]
     fn handle_is_one_per_thread() {
         let a = handle();
