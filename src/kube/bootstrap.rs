@@ -131,9 +131,7 @@ pub fn member_kubeconfig(boot: &Kubeconfig, pem: &Path) -> String {
 /// dropped).
 async fn bootstrap_client(path: &Path) -> Result<(Kubeconfig, Client)> {
     let p = path.to_path_buf();
-    let kc = smol::unblock(move || Kubeconfig::load(&p))
-        .await
-        .context("bootstrap kubeconfig")?;
+    let kc = smol::unblock(move || Kubeconfig::load(&p)).await?;
     let t = Transport::new(kc.clone())?;
     Ok((kc, Client::new(t, 0.0, 1)))
 }
@@ -157,6 +155,9 @@ fn pending_notice(what: &'static str) -> impl Fn(&str, Duration, bool) {
     }
 }
 
+/// How the TLS bootstrap names itself in messages.
+pub const BOOTSTRAP: &str = "TLS bootstrap";
+
 /// Files a client certificate request with `client` for `node`, waits
 /// for it and writes the result to `store`. `key` is the request's key;
 /// the caller removes a kept key on failure.
@@ -178,16 +179,24 @@ pub async fn request_client_certificate(
     let name = match csr::submit(client, &req).await {
         Ok(n) => n,
         Err(csr::SubmitError::Api(e)) if e.is_unauthorized() => {
-            return Err(Failure::Refused(anyhow!(
-                "the API server refused the credentials ({e}): \
-                 the bootstrap token is wrong, expired or deleted"
-            )))
+            return Err(Failure::Refused(if what == BOOTSTRAP {
+                anyhow!(
+                    "the API server refused the credentials ({e}): \
+                     the bootstrap token is wrong, expired or deleted"
+                )
+            } else {
+                anyhow!("the API server refused the client certificate ({e})")
+            }))
         }
         Err(csr::SubmitError::Api(e)) if e.is_forbidden() => {
-            return Err(Failure::Refused(anyhow!(
-                "the credentials may not request certificates ({e}): \
-                 is the token's group bound to system:node-bootstrapper?"
-            )))
+            return Err(Failure::Refused(if what == BOOTSTRAP {
+                anyhow!(
+                    "the credentials may not request certificates ({e}): \
+                     is the token's group bound to system:node-bootstrapper?"
+                )
+            } else {
+                anyhow!("this node may not request certificates ({e})")
+            }))
         }
         Err(csr::SubmitError::Api(e)) => {
             return Err(Failure::Other(
@@ -245,12 +254,7 @@ impl Bootstrap {
     pub async fn attempt(&self) -> Result<Kubeconfig, Failure> {
         let (boot, client) = bootstrap_client(&self.bootstrap_kubeconfig)
             .await
-            .map_err(|e| {
-                Failure::Config(e.context(format!(
-                    "bootstrap kubeconfig {}",
-                    self.bootstrap_kubeconfig.display()
-                )))
-            })?;
+            .map_err(|e| Failure::Config(e.context("bootstrap kubeconfig")))?;
         let store = self.store();
         let s = store.clone();
         let key = smol::unblock(move || s.pending_key())
@@ -262,7 +266,7 @@ impl Bootstrap {
             &key,
             &self.node_name,
             self.timeout,
-            "TLS bootstrap",
+            BOOTSTRAP,
         )
         .await;
         let (_, info) = match res {

@@ -198,12 +198,13 @@ impl Store {
         for e in rd.flatten() {
             let name = e.file_name();
             let n = name.to_string_lossy();
-            let stamped = n.starts_with(&head)
+            // <prefix>-YYYY-MM-DD-HH-MM-SS.pem
+            let stamped = n.len() == head.len() + 19 + 4
+                && n.starts_with(&head)
                 && n.ends_with(".pem")
-                && n[head.len()..n.len() - 4]
-                    .bytes()
-                    .all(|b| b.is_ascii_digit() || b == b'-')
-                && n.len() == head.len() + 19 + 4;
+                && n.as_bytes()[head.len()..n.len() - 4]
+                    .iter()
+                    .all(|b| b.is_ascii_digit() || *b == b'-');
             if stamped && n != keep && prev.as_deref() != Some(name.as_os_str()) {
                 if let Err(err) = std::fs::remove_file(e.path()) {
                     log::debug!("remove {}: {err}", e.path().display());
