@@ -876,6 +876,30 @@ mod tests {
     }
 
     #[test]
+    fn certificate_fields() {
+        let (c, w) = parse("kind: KubeletConfiguration\n").unwrap();
+        assert!(w.is_empty());
+        assert!(c.rotate_certificates && !c.server_tls_bootstrap);
+        assert_eq!(
+            c.picolet.certificate_request_timeout,
+            Duration::from_secs(3600)
+        );
+        let (c, w) = parse(
+            "rotateCertificates: false\nserverTLSBootstrap: true\n\
+             picolet: {certificateRequestTimeout: 90s}\n",
+        )
+        .unwrap();
+        assert!(w.is_empty(), "{w:?}");
+        assert!(!c.rotate_certificates && c.server_tls_bootstrap);
+        assert_eq!(
+            c.picolet.certificate_request_timeout,
+            Duration::from_secs(90)
+        );
+        let e = parse("serverTLSBootstrap: yes please\n").unwrap_err();
+        assert!(format!("{e:#}").contains("serverTLSBootstrap"), "{e:#}");
+    }
+
+    #[test]
     fn reads_fields() {
         let (c, w) = parse(
             r#"

@@ -280,7 +280,10 @@ impl Bootstrap {
             }
         };
         store.remove_pending_key();
-        let text = member_kubeconfig(&boot, &store.current_path());
+        // Absolute: the kubeconfig resolves relative paths against its own dir.
+        let pem =
+            std::path::absolute(store.current_path()).unwrap_or_else(|_| store.current_path());
+        let text = member_kubeconfig(&boot, &pem);
         let path = self.kubeconfig.clone();
         smol::unblock(move || {
             if let Some(d) = path.parent() {

@@ -104,9 +104,10 @@ pub struct ClientRotation {
 /// (what the bootstrap writes): only then does picolet rotate it.
 pub fn manages(kc: &super::Kubeconfig, store: &Store) -> bool {
     use super::kubeconfig::Source;
-    let cur = store.current_path();
+    let abs = |p: &std::path::Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    let cur = abs(&store.current_path());
     matches!(&kc.credentials.client_cert,
-        Some((Source::File(c), Source::File(k))) if *c == cur && *k == cur)
+        Some((Source::File(c), Source::File(k))) if abs(c) == cur && abs(k) == cur)
 }
 
 impl ClientRotation {
