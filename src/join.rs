@@ -380,18 +380,32 @@ fn print_next_steps(a: &JoinArgs, cfg: &crate::config::Config) {
         args.push(format!("--node-labels {l}"));
     }
     let args = args.join(" ");
+    let unit_config = Path::new("/etc/picolet/config.yaml");
+    let config_note = if a.config != unit_config {
+        format!(
+            "  (the unit passes --config {}: put the config there, or edit ExecStart)\n",
+            unit_config.display()
+        )
+    } else {
+        String::new()
+    };
     let mut out = format!(
         "\nThis node ({}) has its cluster credentials. Start picolet:\n\n\
          systemd (configs/systemd/picolet.service):\n  \
          echo 'PICOLET_ARGS=\"{args}\"' > /etc/default/picolet\n  \
-         systemctl enable --now picolet\n\n\
+         systemctl enable --now picolet\n{config_note}\n\
          OpenWrt (procd, /etc/config/picolet):\n  \
          uci set picolet.main.kubeconfig={kc}\n  \
-         uci set picolet.main.config={config}\n",
+         uci set picolet.main.config={config}\n  \
+         uci set picolet.main.root_dir={root}\n",
         cfg.node_name,
         kc = a.kubeconfig.display(),
         config = a.config.display(),
+        root = cfg.root_dir.display(),
     );
+    if a.cert_dir.is_some() {
+        out += "  (the init script has no cert dir option: it uses <root_dir>/pki)\n";
+    }
     if let Some(h) = &a.hostname_override {
         out += &format!("  uci set picolet.main.hostname_override={h}\n");
     }

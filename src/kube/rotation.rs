@@ -426,7 +426,7 @@ pub fn start(
             );
         }
     }
-    if kc.server_tls_bootstrap {
+    if kc.server_tls_bootstrap && kc.enable_server {
         tasks.push(crate::rt::spawn(
             ServingRotation {
                 client: client.clone(),
