@@ -76,6 +76,13 @@ pub struct KubeletConfig {
     pub provider_id: String,
     pub system_reserved: BTreeMap<String, String>,
     pub kube_reserved: BTreeMap<String, String>,
+    /// `rotateCertificates`: renew the client certificate before it
+    /// expires (picolet's default: true; upstream's v1beta1 default is
+    /// false, kubeadm sets it true).
+    pub rotate_certificates: bool,
+    /// `serverTLSBootstrap`: a cluster-signed serving certificate for the
+    /// kubelet port instead of the self-signed one.
+    pub server_tls_bootstrap: bool,
     pub picolet: PicoletConfig,
 }
 
@@ -100,6 +107,10 @@ pub struct PicoletConfig {
     pub back_off_reset: Duration,
     /// Stop all pods when picolet itself gets SIGTERM (upstream leaves them).
     pub stop_pods_on_shutdown: bool,
+    /// How long a client certificate request waits for approval and
+    /// signing (TLS bootstrap, rotation) before it is given up (upstream's
+    /// bootstrap waits an hour).
+    pub certificate_request_timeout: Duration,
 }
 
 impl Default for KubeletConfig {
@@ -153,6 +164,8 @@ impl Default for KubeletConfig {
             provider_id: String::new(),
             system_reserved: BTreeMap::new(),
             kube_reserved: BTreeMap::new(),
+            rotate_certificates: true,
+            server_tls_bootstrap: false,
             picolet: PicoletConfig::default(),
         }
     }
@@ -171,6 +184,7 @@ impl Default for PicoletConfig {
             back_off_initial: Duration::from_secs(10),
             back_off_reset: Duration::from_secs(600),
             stop_pods_on_shutdown: false,
+            certificate_request_timeout: Duration::from_secs(3600),
         }
     }
 }
@@ -240,10 +254,8 @@ const IGNORED_UPSTREAM: &[&str] = &[
     "protectKernelDefaults",
     "qosReserved",
     "reservedMemory",
-    "rotateCertificates",
     "runtimeCgroups",
     "seccompDefault",
-    "serverTLSBootstrap",
     "shutdownGracePeriodByPodPriority",
     "shutdownGracePeriodCriticalPods",
     "singleProcessOOMKill",
@@ -407,6 +419,8 @@ impl KubeletConfig {
                 "providerID" => c.provider_id = f.string()?,
                 "systemReserved" => c.system_reserved = f.string_map()?,
                 "kubeReserved" => c.kube_reserved = f.string_map()?,
+                "rotateCertificates" => c.rotate_certificates = f.bool()?,
+                "serverTLSBootstrap" => c.server_tls_bootstrap = f.bool()?,
                 "picolet" => c.picolet = PicoletConfig::from_value(val, &mut warn)?,
                 other if IGNORED_UPSTREAM.contains(&other) => warn.push(format!(
                     "field {other} is not supported by picolet; ignored"
@@ -566,6 +580,7 @@ impl PicoletConfig {
                 "backOffInitial" => p.back_off_initial = f.duration()?,
                 "backOffReset" => p.back_off_reset = f.duration()?,
                 "stopPodsOnShutdown" => p.stop_pods_on_shutdown = f.bool()?,
+                "certificateRequestTimeout" => p.certificate_request_timeout = f.duration()?,
                 _ => warn.push(format!("unknown field {name}")),
             }
         }
@@ -733,6 +748,11 @@ pub struct Config {
     pub node_ip: Option<IpAddr>,
     /// `--node-labels`, applied when the Node is created.
     pub node_labels: BTreeMap<String, String>,
+    /// `--bootstrap-kubeconfig`: credentials to request a client
+    /// certificate with when `kubeconfig` is missing or expired.
+    pub bootstrap_kubeconfig: Option<PathBuf>,
+    /// `--cert-dir` (default `<root-dir>/pki`); see [`Config::cert_dir`].
+    pub cert_dir_flag: Option<PathBuf>,
 }
 
 impl Config {
@@ -761,9 +781,18 @@ impl Config {
             node_name,
             node_ip,
             node_labels: BTreeMap::new(),
+            bootstrap_kubeconfig: None,
+            cert_dir_flag: None,
         })
     }
 
+    /// Client and serving certificates and keys (`--cert-dir`, default
+    /// `<root-dir>/pki`).
+    pub fn cert_dir(&self) -> PathBuf {
+        self.cert_dir_flag
+            .clone()
+            .unwrap_or_else(|| self.root_dir.join("pki"))
+    }
     /// Content store, image records, layer snapshots.
     pub fn images_dir(&self) -> PathBuf {
         self.root_dir.join("images")
@@ -844,6 +873,30 @@ mod tests {
         assert_eq!(c.healthz_port, 10248);
         assert_eq!(c.image_gc_high_threshold_percent, 85);
         assert_eq!(c.eviction_hard["memory.available"], "100Mi");
+    }
+
+    #[test]
+    fn certificate_fields() {
+        let (c, w) = parse("kind: KubeletConfiguration\n").unwrap();
+        assert!(w.is_empty());
+        assert!(c.rotate_certificates && !c.server_tls_bootstrap);
+        assert_eq!(
+            c.picolet.certificate_request_timeout,
+            Duration::from_secs(3600)
+        );
+        let (c, w) = parse(
+            "rotateCertificates: false\nserverTLSBootstrap: true\n\
+             picolet: {certificateRequestTimeout: 90s}\n",
+        )
+        .unwrap();
+        assert!(w.is_empty(), "{w:?}");
+        assert!(!c.rotate_certificates && c.server_tls_bootstrap);
+        assert_eq!(
+            c.picolet.certificate_request_timeout,
+            Duration::from_secs(90)
+        );
+        let e = parse("serverTLSBootstrap: yes please\n").unwrap_err();
+        assert!(format!("{e:#}").contains("serverTLSBootstrap"), "{e:#}");
     }
 
     #[test]

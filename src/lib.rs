@@ -13,6 +13,7 @@ pub mod config;
 pub mod events;
 pub mod http;
 pub mod image;
+pub mod join;
 pub mod kube;
 pub mod logger;
 pub mod network;

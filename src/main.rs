@@ -19,6 +19,7 @@ struct Cli {
 #[argh(subcommand)]
 enum Cmd {
     Run(RunArgs),
+    Join(picolet::join::JoinArgs),
     Pause(PauseArgs),
     Images(ImagesArgs),
     CheckConfig(CheckConfigArgs),
@@ -35,6 +36,18 @@ struct RunArgs {
     config: Option<PathBuf>,
     #[argh(option, description = "kubeconfig of the API server (optional)")]
     kubeconfig: Option<PathBuf>,
+    #[argh(
+        option,
+        long = "bootstrap-kubeconfig",
+        description = "credentials to request a client certificate with when --kubeconfig is missing or expired (TLS bootstrap)"
+    )]
+    bootstrap_kubeconfig: Option<PathBuf>,
+    #[argh(
+        option,
+        long = "cert-dir",
+        description = "client and serving certificates (default <root-dir>/pki)"
+    )]
+    cert_dir: Option<PathBuf>,
     #[argh(
         option,
         long = "root-dir",
@@ -169,7 +182,7 @@ fn main() -> ExitCode {
     let res = match cli.cmd {
         None => {
             eprintln!(
-                "picolet: a subcommand is required (run, pause, images, check-config); see --help"
+                "picolet: a subcommand is required (run, join, pause, images, check-config); see --help"
             );
             return ExitCode::from(2);
         }
@@ -181,6 +194,7 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Some(Cmd::Run(a)) => run(a),
+        Some(Cmd::Join(a)) => picolet::join::main(a),
         Some(Cmd::Images(a)) => images(a),
         Some(Cmd::CheckConfig(a)) => check_config(a),
     };
@@ -280,6 +294,14 @@ fn run(a: RunArgs) -> anyhow::Result<()> {
         picolet::node::register::validate_node_labels(&labels)?;
         cfg.node_labels = labels;
     }
+    // TLS bootstrap (picolet::kube::bootstrap): where the node's kubeconfig is written.
+    if a.bootstrap_kubeconfig.is_some() && cfg.kubeconfig.is_none() {
+        anyhow::bail!(
+            "--bootstrap-kubeconfig needs --kubeconfig (where the node's kubeconfig is written)"
+        );
+    }
+    cfg.bootstrap_kubeconfig = a.bootstrap_kubeconfig;
+    cfg.cert_dir_flag = a.cert_dir;
     log::info!(
         "picolet {} starting as node {}",
         env!("CARGO_PKG_VERSION"),

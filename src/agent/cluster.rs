@@ -199,7 +199,11 @@ pub struct Parts {
 /// node manager, the API pod source, the status writer and the mirror
 /// pods.
 pub async fn run(kubeconfig: PathBuf, host: Rc<ClusterHost>, parts: Parts) {
-    let kc = load_kubeconfig(kubeconfig).await;
+    // TLS bootstrap with --bootstrap-kubeconfig (crate::kube::bootstrap).
+    let kc = match crate::kube::bootstrap::Bootstrap::from_config(&host.cfg, &kubeconfig) {
+        Some(b) => b.obtain().await,
+        None => load_kubeconfig(kubeconfig).await,
+    };
     let cfg = &host.cfg;
     log::info!(
         "joining the cluster at {} as node {} (kubeconfig {}, context {})",
@@ -215,6 +219,8 @@ pub async fn run(kubeconfig: PathBuf, host: Rc<ClusterHost>, parts: Parts) {
             return;
         }
     };
+    // Certificate rotation and the serving certificate (crate::kube::rotation).
+    let _certificates = crate::kube::rotation::start(cfg, &client, host.node_ip);
     if let Some(ev) = &parts.events {
         // The recorder keeps its own rate limit (eventRecordQPS), apart
         // from the client's; both share the one connection.

@@ -12,6 +12,14 @@ pub mod tls;
 pub mod transport;
 pub mod watch;
 pub mod x509;
+// Joining with a token and keeping credentials fresh (TLS bootstrap issue).
+pub mod bootstrap;
+pub mod certstore;
+pub mod csr;
+pub mod der;
+pub mod discovery;
+pub mod rotation;
+pub mod serving;
 
 pub use client::{Client, DeleteParams, ListParams, ObjectList, Patch};
 pub use error::{ApiStatus, Error};

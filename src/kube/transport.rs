@@ -177,6 +177,21 @@ impl Transport {
         }
     }
 
+    /// Makes the next request dial a new connection, which reads the
+    /// kubeconfig's credential files again (a rotated client
+    /// certificate). The current connection is retired, not closed: the
+    /// watches on it run to their end and it closes with the last of them.
+    pub fn reconnect(&self) {
+        let old = self.conn.borrow().clone();
+        if let Some(old) = old {
+            log::debug!(
+                "API server {}: new requests go to a new connection",
+                self.kc.server
+            );
+            self.retire(&old);
+        }
+    }
+
     /// The live HTTP/2 connection, dialled when there is none; `None` when
     /// the server speaks only HTTP/1.1.
     async fn http2(&self) -> Result<Option<h2::Connection>, String> {

@@ -1,6 +1,9 @@
 //! The few facts picolet reads from an X.509 certificate (DER): its
-//! validity and subject. A small DER walker instead of a full parser crate:
-//! these fields sit at fixed places in `TBSCertificate` (RFC 5280 §4.1).
+//! validity, subject, public key and subject alternative names; and from a
+//! PKCS#10 certificate request its subject, public key and requested SANs.
+//! A small DER walker instead of a full parser crate: these fields sit at
+//! fixed places in `TBSCertificate` (RFC 5280 §4.1) and
+//! `CertificationRequestInfo` (RFC 2986 §4).
 
 use anyhow::{bail, Context, Result};
 
@@ -101,6 +104,113 @@ pub fn info(cert: &[u8]) -> Result<CertInfo> {
         common_name,
         organizations,
         spki: f[5].raw.to_vec(),
+    })
+}
+
+/// Subject alternative names of a DER certificate: DNS names and IP
+/// addresses (other kinds are skipped). Empty without the extension.
+pub fn subject_alt_names(cert: &[u8]) -> Result<(Vec<String>, Vec<std::net::IpAddr>)> {
+    let f = tbs_fields(cert)?;
+    // After the SPKI: [1] issuerUniqueID, [2] subjectUniqueID, [3] extensions.
+    for t in &f[6..] {
+        if t.tag == 0xa3 {
+            return sans_in_extensions(tlv(t.body)?.body);
+        }
+    }
+    Ok((Vec::new(), Vec::new()))
+}
+
+/// SANs in a SEQUENCE OF Extension's contents.
+fn sans_in_extensions(mut b: &[u8]) -> Result<(Vec<String>, Vec<std::net::IpAddr>)> {
+    const SAN: &[u8] = &[0x55, 0x1d, 0x11];
+    let (mut dns, mut ips) = (Vec::new(), Vec::new());
+    while !b.is_empty() {
+        let ext = tlv(b)?;
+        b = ext.rest;
+        let id = tlv(ext.body)?;
+        if id.tag != OID || id.body != SAN {
+            continue;
+        }
+        // Optional BOOLEAN critical, then the OCTET STRING value.
+        let mut v = tlv(id.rest)?;
+        if v.tag == 0x01 {
+            v = tlv(v.rest)?;
+        }
+        let names = tlv(v.body)?;
+        let mut n = names.body;
+        while !n.is_empty() {
+            let g = tlv(n)?;
+            n = g.rest;
+            match (g.tag, g.body.len()) {
+                (0x82, _) => dns.push(String::from_utf8_lossy(g.body).into_owned()),
+                (0x87, 4) => {
+                    let a: [u8; 4] = g.body.try_into().context("IP SAN")?;
+                    ips.push(std::net::IpAddr::from(a));
+                }
+                (0x87, 16) => {
+                    let a: [u8; 16] = g.body.try_into().context("IP SAN")?;
+                    ips.push(std::net::IpAddr::from(a));
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok((dns, ips))
+}
+
+/// What a PKCS#10 certificate request (DER) asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CsrInfo {
+    pub common_name: Option<String>,
+    pub organizations: Vec<String>,
+    /// The DER SubjectPublicKeyInfo.
+    pub spki: Vec<u8>,
+    pub dns_names: Vec<String>,
+    pub ip_addresses: Vec<std::net::IpAddr>,
+}
+
+/// Subject, public key and requested SANs of a DER certificate request.
+pub fn csr_info(der: &[u8]) -> Result<CsrInfo> {
+    // 1.2.840.113549.1.9.14 extensionRequest
+    const EXT_REQ: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x09, 0x0e];
+    let outer = tlv(der)?;
+    if outer.tag != SEQUENCE {
+        bail!("not a certificate request (no outer SEQUENCE)");
+    }
+    let info = tlv(outer.body)?;
+    if info.tag != SEQUENCE {
+        bail!("not a certificate request (no CertificationRequestInfo)");
+    }
+    let version = tlv(info.body)?;
+    let subject = tlv(version.rest)?;
+    let spki = tlv(subject.rest)?;
+    if subject.tag != SEQUENCE || spki.tag != SEQUENCE {
+        bail!("certificate request: malformed subject or public key");
+    }
+    let (common_name, organizations) = parse_name(subject.body)?;
+    let (mut dns_names, mut ip_addresses) = (Vec::new(), Vec::new());
+    if !spki.rest.is_empty() {
+        let attrs = tlv(spki.rest)?;
+        let mut a = attrs.body;
+        while !a.is_empty() {
+            let attr = tlv(a)?;
+            a = attr.rest;
+            let id = tlv(attr.body)?;
+            if id.tag == OID && id.body == EXT_REQ {
+                let values = tlv(id.rest)?;
+                let exts = tlv(values.body)?;
+                let (d, i) = sans_in_extensions(exts.body)?;
+                dns_names.extend(d);
+                ip_addresses.extend(i);
+            }
+        }
+    }
+    Ok(CsrInfo {
+        common_name,
+        organizations,
+        spki: spki.raw.to_vec(),
+        dns_names,
+        ip_addresses,
     })
 }
 
