@@ -17,6 +17,7 @@ pub mod kube;
 pub mod logger;
 pub mod network;
 pub mod node;
+pub mod objects;
 pub mod pause;
 pub mod probe;
 pub mod rt;

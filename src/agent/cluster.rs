@@ -189,6 +189,8 @@ pub struct Parts {
     /// Filled with the node manager once it exists (admission reads the
     /// Node from it).
     pub node_slot: Rc<RefCell<Option<Rc<NodeManager>>>>,
+    /// The API objects pods use (apivolumes): gets the client.
+    pub objects: Rc<crate::objects::ObjectManager>,
 }
 
 /// Joins the cluster and keeps the node's membership until dropped: the
@@ -211,6 +213,7 @@ pub async fn run(kubeconfig: PathBuf, host: Rc<ClusterHost>, parts: Parts) {
             return;
         }
     };
+    parts.objects.attach(client.clone());
     let kcfg = &cfg.kubelet;
     let nm = NodeManager::new(
         client.clone(),

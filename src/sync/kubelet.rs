@@ -22,8 +22,8 @@ use super::{container_name, PodRuntimeStatus, ProbeResults};
 use crate::api::core::{Container, LifecycleHandler, Pod, PodStatus};
 use crate::image::{pull_decision, ImageError, PullDecision, PullPolicy};
 use crate::runtime::convert::{
-    container_config, pod_log_directory, qos_class, sandbox_config, ContainerInputs, NodeContext,
-    VolumePath,
+    container_config_with, pod_log_directory, qos_class, sandbox_config, ContainerInputs,
+    NodeContext, VolumePath,
 };
 use crate::runtime::{
     keys, ContainerFilter, ContainerState, PodSandboxConfig, QosClass, Runtime, RuntimeError,
@@ -51,6 +51,15 @@ pub trait Images {
     fn present(&self, image: &str) -> anyhow::Result<Option<String>>;
     /// Pulls `image`, returning its id.
     async fn pull(&self, image: &str) -> anyhow::Result<String>;
+    /// Pulls `image` with the pod's imagePullSecrets tried first.
+    async fn pull_with(
+        &self,
+        image: &str,
+        secrets: &[crate::image::auth::DockerConfig],
+    ) -> anyhow::Result<String> {
+        let _ = secrets;
+        self.pull(image).await
+    }
 }
 
 impl Images for crate::image::ImageService {
@@ -59,6 +68,15 @@ impl Images for crate::image::ImageService {
     }
     async fn pull(&self, image: &str) -> anyhow::Result<String> {
         Ok(crate::image::ImageService::pull(self, image).await?.id)
+    }
+    async fn pull_with(
+        &self,
+        image: &str,
+        secrets: &[crate::image::auth::DockerConfig],
+    ) -> anyhow::Result<String> {
+        Ok(crate::image::ImageService::pull_with(self, image, secrets)
+            .await?
+            .id)
     }
 }
 
@@ -967,7 +985,9 @@ impl<R: Runtime + 'static, I: Images + 'static> Kubelet<R, I> {
             restart_count = self.restart_count_from_log_dir(pod, &c.name).await;
         }
         let hash = container_hash(c);
-        let config = container_config(
+        // Hook (apivolumes): configMaps, secrets and services for the env.
+        let api_env = self.volumes.env_inputs(pod, c).await;
+        let (config, env_warnings) = container_config_with(
             pod,
             c,
             &self.node,
@@ -978,8 +998,14 @@ impl<R: Runtime + 'static, I: Images + 'static> Kubelet<R, I> {
                 pod_ips,
                 volumes,
             },
+            api_env.as_ref(),
         )
         .map_err(|e| waiting(WaitingReason::CreateContainerConfigError, e.0))?;
+        for w in &env_warnings {
+            // Upstream: a Warning event InvalidEnvironmentVariableNames
+            // (crate::runtime::convert::REASON_INVALID_ENV_NAMES) on the pod.
+            log::warn!("pod {}: {w}", format_pod(pod));
+        }
         let id = self
             .runtime
             .create_container(sandbox_id, &config, sandbox)
@@ -1074,7 +1100,9 @@ impl<R: Runtime + 'static, I: Images + 'static> Kubelet<R, I> {
                 {
                     return Err(image_waiting(ImageError::back_off(image)));
                 }
-                match self.images.pull(image).await {
+                // Hook (apivolumes): the pod's imagePullSecrets.
+                let secrets = self.volumes.pull_secrets(pod).await;
+                match self.images.pull_with(image, &secrets).await {
                     Ok(id) => Ok(id),
                     Err(e) => {
                         let now = Timestamp::now();

@@ -2,6 +2,7 @@
 //! volume kinds picolet can run without an API server, tmpfs sizes, the
 //! hostPath type check table, downward API payloads, nested mount points.
 
+use super::api::{self, ApiData};
 use super::atomic::FileProjection;
 use super::downward::{self, file_mode, DEFAULT_MODE};
 use super::{VolumeContext, VolumeError};
@@ -16,6 +17,8 @@ use std::path::PathBuf;
 pub const EMPTY_DIR: &str = "kubernetes.io~empty-dir";
 pub const DOWNWARD_API: &str = "kubernetes.io~downward-api";
 pub const PROJECTED: &str = "kubernetes.io~projected";
+pub const CONFIG_MAP: &str = "kubernetes.io~configmap";
+pub const SECRET: &str = "kubernetes.io~secret";
 
 /// Where an emptyDir lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -164,13 +167,14 @@ pub enum VolumePlan {
         path: PathBuf,
         kind: HostPathType,
     },
-    /// A downwardAPI or projected volume: a tmpfs (upstream wraps a Memory
-    /// emptyDir) holding `payload` through the atomic writer, with the
-    /// `nested` mount point directories other volumes need inside it.
+    /// A downwardAPI, projected, secret or configMap volume: a wrapped
+    /// emptyDir (tmpfs, on disk for configMaps as upstream) holding
+    /// `payload` through the atomic writer, with the `nested` mount point
+    /// directories other volumes need inside it.
     Files {
         name: String,
         plugin: &'static str,
-        tmpfs_size: Option<u64>,
+        medium: Medium,
         payload: BTreeMap<String, FileProjection>,
         nested: Vec<String>,
     },
@@ -339,9 +343,28 @@ fn unsupported(volume: &str, message: impl Into<String>) -> VolumeError {
     }
 }
 
+fn setup_err(volume: &str, message: impl Into<String>) -> VolumeError {
+    VolumeError::SetUp {
+        volume: volume.to_string(),
+        message: message.into(),
+    }
+}
+
 /// Plans every volume of the pod, or says why the pod's volumes cannot be
-/// set up (checked before anything touches the host).
+/// set up (checked before anything touches the host), without API
+/// objects.
 pub fn plan_pod(pod: &Pod, ctx: &VolumeContext) -> Result<PodPlan, VolumeError> {
+    plan_pod_with(pod, ctx, &ApiData::default())
+}
+
+/// [`plan_pod`] with the configMaps, secrets and tokens fetched for the
+/// pod. A missing object or a bad payload is a set-up failure (upstream's
+/// FailedMount, retried), not a spec error.
+pub fn plan_pod_with(
+    pod: &Pod,
+    ctx: &VolumeContext,
+    data: &ApiData,
+) -> Result<PodPlan, VolumeError> {
     let uid = pod.metadata.uid.clone().unwrap_or_default();
     if !safe_component(&uid) {
         return Err(invalid("", format!("pod has an unusable uid {uid:?}")));
@@ -447,7 +470,15 @@ pub fn plan_pod(pod: &Pod, ctx: &VolumeContext) -> Result<PodPlan, VolumeError> 
                     mode,
                 )
                 .map_err(|e| invalid(name, e))?;
-                files_plan(pod, name, DOWNWARD_API, payload, ctx, &pod_memory_limit)?
+                files_plan(
+                    pod,
+                    name,
+                    DOWNWARD_API,
+                    payload,
+                    ctx,
+                    &pod_memory_limit,
+                    false,
+                )?
             }
             "projected" => {
                 let Some(src) = v.projected.as_ref() else {
@@ -456,15 +487,71 @@ pub fn plan_pod(pod: &Pod, ctx: &VolumeContext) -> Result<PodPlan, VolumeError> 
                 let mode = file_mode(src.default_mode.unwrap_or(DEFAULT_MODE), "defaultMode")
                     .map_err(|e| invalid(name, e))?;
                 let mut payload = BTreeMap::new();
+                let mut errs: Vec<String> = Vec::new();
                 for (i, s) in src.sources.iter().flatten().enumerate() {
                     if let Some(c) = &s.config_map {
-                        return Err(needs_api(name, format!("configMap {ns}/{}", c.name)));
+                        if !data.available {
+                            return Err(needs_api(name, format!("configMap {ns}/{}", c.name)));
+                        }
+                        let optional = c.optional.unwrap_or(false);
+                        let empty = crate::api::core::ConfigMap::default();
+                        let files =
+                            api::lookup(&data.config_maps, &c.name, optional).and_then(|cm| {
+                                api::config_map_payload(
+                                    c.items.as_deref().unwrap_or(&[]),
+                                    cm.unwrap_or(&empty),
+                                    mode,
+                                    optional,
+                                )
+                            });
+                        match files {
+                            Ok(f) => payload.extend(f),
+                            Err(e) => errs.push(e),
+                        }
+                        continue;
                     }
                     if let Some(c) = &s.secret {
-                        return Err(needs_api(name, format!("secret {ns}/{}", c.name)));
+                        if !data.available {
+                            return Err(needs_api(name, format!("secret {ns}/{}", c.name)));
+                        }
+                        let optional = c.optional.unwrap_or(false);
+                        let empty = crate::api::core::Secret::default();
+                        let files = api::lookup(&data.secrets, &c.name, optional).and_then(|s| {
+                            api::secret_payload(
+                                c.items.as_deref().unwrap_or(&[]),
+                                s.unwrap_or(&empty),
+                                mode,
+                                optional,
+                            )
+                        });
+                        match files {
+                            Ok(f) => payload.extend(f),
+                            Err(e) => errs.push(e),
+                        }
+                        continue;
                     }
-                    if s.service_account_token.is_some() {
-                        return Err(needs_api(name, "a service account token".into()));
+                    if let Some(t) = &s.service_account_token {
+                        if !data.available {
+                            return Err(needs_api(name, "a service account token".into()));
+                        }
+                        // With fsGroup the ownership change makes it 0640.
+                        let tmode = if fs_group.is_some() { 0o600 } else { mode };
+                        match data.tokens.get(&(name.to_string(), i)) {
+                            Some(Ok(tok)) => {
+                                let path = super::atomic::clean_path(&t.path)
+                                    .map_err(|e| invalid(name, e))?;
+                                payload.insert(
+                                    path,
+                                    FileProjection {
+                                        data: tok.clone().into_bytes(),
+                                        mode: tmode,
+                                    },
+                                );
+                            }
+                            Some(Err(e)) => errs.push(e.clone()),
+                            None => errs.push("service account token was not fetched".into()),
+                        }
+                        continue;
                     }
                     if let Some(c) = &s.cluster_trust_bundle {
                         let which = c
@@ -472,12 +559,18 @@ pub fn plan_pod(pod: &Pod, ctx: &VolumeContext) -> Result<PodPlan, VolumeError> 
                             .clone()
                             .or_else(|| c.signer_name.as_ref().map(|s| format!("signer {s}")))
                             .unwrap_or_default();
-                        return Err(needs_api(name, format!("clusterTrustBundle {which:?}")));
+                        return Err(unsupported(
+                            name,
+                            format!("clusterTrustBundle {which:?} projections are not supported by picolet"),
+                        ));
                     }
                     if let Some(c) = &s.pod_certificate {
-                        return Err(needs_api(
+                        return Err(unsupported(
                             name,
-                            format!("a pod certificate from signer {:?}", c.signer_name),
+                            format!(
+                                "pod certificate projections (signer {:?}) are not supported by picolet",
+                                c.signer_name
+                            ),
                         ));
                     }
                     let Some(d) = &s.downward_api else {
@@ -495,19 +588,57 @@ pub fn plan_pod(pod: &Pod, ctx: &VolumeContext) -> Result<PodPlan, VolumeError> 
                     .map_err(|e| invalid(name, format!("sources[{i}].downwardAPI.{e}")))?;
                     payload.extend(files);
                 }
-                files_plan(pod, name, PROJECTED, payload, ctx, &pod_memory_limit)?
+                if !errs.is_empty() {
+                    return Err(setup_err(name, api::aggregate(&errs)));
+                }
+                files_plan(pod, name, PROJECTED, payload, ctx, &pod_memory_limit, false)?
             }
             "configMap" => {
-                let c = v.config_map.as_ref().map(|c| c.name.as_str()).unwrap_or("");
-                return Err(needs_api(name, format!("configMap {ns}/{c}")));
+                let Some(c) = v.config_map.as_ref() else {
+                    return Err(invalid(name, "configMap source missing"));
+                };
+                if !data.available {
+                    return Err(needs_api(name, format!("configMap {ns}/{}", c.name)));
+                }
+                let mode = file_mode(c.default_mode.unwrap_or(DEFAULT_MODE), "defaultMode")
+                    .map_err(|e| invalid(name, e))?;
+                let optional = c.optional.unwrap_or(false);
+                let empty = crate::api::core::ConfigMap::default();
+                let payload = api::lookup(&data.config_maps, &c.name, optional)
+                    .and_then(|cm| {
+                        api::config_map_payload(
+                            c.items.as_deref().unwrap_or(&[]),
+                            cm.unwrap_or(&empty),
+                            mode,
+                            optional,
+                        )
+                    })
+                    .map_err(|e| setup_err(name, e))?;
+                files_plan(pod, name, CONFIG_MAP, payload, ctx, &pod_memory_limit, true)?
             }
             "secret" => {
-                let s = v
-                    .secret
-                    .as_ref()
-                    .and_then(|s| s.secret_name.as_deref())
-                    .unwrap_or("");
-                return Err(needs_api(name, format!("secret {ns}/{s}")));
+                let Some(src) = v.secret.as_ref() else {
+                    return Err(invalid(name, "secret source missing"));
+                };
+                let sname = src.secret_name.as_deref().unwrap_or("");
+                if !data.available {
+                    return Err(needs_api(name, format!("secret {ns}/{sname}")));
+                }
+                let mode = file_mode(src.default_mode.unwrap_or(DEFAULT_MODE), "defaultMode")
+                    .map_err(|e| invalid(name, e))?;
+                let optional = src.optional.unwrap_or(false);
+                let empty = crate::api::core::Secret::default();
+                let payload = api::lookup(&data.secrets, sname, optional)
+                    .and_then(|s| {
+                        api::secret_payload(
+                            src.items.as_deref().unwrap_or(&[]),
+                            s.unwrap_or(&empty),
+                            mode,
+                            optional,
+                        )
+                    })
+                    .map_err(|e| setup_err(name, e))?;
+                files_plan(pod, name, SECRET, payload, ctx, &pod_memory_limit, false)?
             }
             other => {
                 return Err(unsupported(
@@ -532,12 +663,20 @@ fn files_plan(
     payload: BTreeMap<String, FileProjection>,
     ctx: &VolumeContext,
     pod_memory_limit: &dyn Fn() -> Result<i64, String>,
+    on_disk: bool,
 ) -> Result<VolumePlan, VolumeError> {
-    let pod_limit = pod_memory_limit().map_err(|e| invalid(name, e))?;
+    let medium = if on_disk {
+        Medium::Disk
+    } else {
+        let pod_limit = pod_memory_limit().map_err(|e| invalid(name, e))?;
+        Medium::Memory {
+            size: tmpfs_size(ctx.allocatable.memory, pod_limit, None),
+        }
+    };
     Ok(VolumePlan::Files {
         name: name.into(),
         plugin,
-        tmpfs_size: tmpfs_size(ctx.allocatable.memory, pod_limit, None),
+        medium,
         payload,
         nested: nested_mountpoints(pod, name).map_err(|e| invalid(name, e))?,
     })
@@ -896,14 +1035,19 @@ mod tests {
         let VolumePlan::Files {
             plugin,
             payload,
-            tmpfs_size,
+            medium,
             ..
         } = &plan.volumes[0]
         else {
             panic!()
         };
         assert_eq!(*plugin, PROJECTED);
-        assert_eq!(*tmpfs_size, Some(128 * MI as u64));
+        assert_eq!(
+            *medium,
+            Medium::Memory {
+                size: Some(128 * MI as u64)
+            }
+        );
         assert_eq!(payload["name"].data, b"p");
         assert_eq!(payload["sub/uid"].data, b"uid-1");
         assert_eq!(payload["name"].mode, 0o440);

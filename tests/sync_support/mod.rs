@@ -3,12 +3,13 @@
 //! manifests written into its directory, status read from the read-only
 //! port's `/pods` as v1 types.
 //!
-//! Test `n` (0..=49) owns: temp root `/var/tmp/picolet-test/sync-<n>`
+//! Test `n` (0..=59) owns: temp root `/var/tmp/picolet-test/sync-<n>`
 //! (picolet root, manifests, config, CNI conf, logs), run dir
 //! `/run/picolet-test/sync-<n>`, runtime namespace `pltest-sync-<n>`,
 //! bridge `plts<n>`, subnet `10.89.(80+n).0/24`, cgroup root
 //! `/picolet-test-sync-<n>`, healthz port `18400+2n`, read-only port
-//! `18401+2n`, host ports `18500+2n` and `18501+2n`. Dropping the [`Node`]
+//! `18401+2n` (for n >= 50: `18700+2(n-50)` and `18701+2(n-50)`, past
+//! the host ports), host ports `18500+2n` and `18501+2n`. Dropping the [`Node`]
 //! kills picolet and removes whatever it left (shims, containers, mounts,
 //! network, cgroups, files), also after a failure.
 //!
@@ -103,7 +104,7 @@ impl Node {
     /// Checks prerequisites, removes leftovers of an earlier run of test
     /// `n`, writes config, CNI network and the image tarballs.
     pub fn new(n: u32, opts: Opts) -> Node {
-        assert!(n < 50, "sync test numbers are 0..=49");
+        assert!(n < 60, "sync test numbers are 0..=59");
         require(rustix::process::geteuid().is_root(), "root");
         for b in [SHIM, "runc", "iptables", "ip", "skopeo"] {
             require(in_path(b), b);
@@ -129,8 +130,8 @@ impl Node {
             bridge: format!("plts{n}"),
             cgroup_root: format!("/picolet-test-sync-{n}"),
             node_name: format!("sync-node-{n}"),
-            healthz_port: 18400 + 2 * n as u16,
-            ro_port: 18401 + 2 * n as u16,
+            healthz_port: status_port(n),
+            ro_port: status_port(n) + 1,
             cfg: Config::new(None, Some(root.join("root")), None, Some("x".into()), None)
                 .expect("config"),
             root,
@@ -599,6 +600,17 @@ impl Drop for Node {
 }
 
 // -- helpers -------------------------------------------------------------------
+
+/// The healthz port of test `n` (the read-only port is the next one):
+/// 18400..=18499 for 0..=49; from 50 on, 18700 up, since 18500..=18619
+/// are the tests' host ports.
+pub fn status_port(n: u32) -> u16 {
+    if n < 50 {
+        18400 + 2 * n as u16
+    } else {
+        18700 + 2 * (n as u16 - 50)
+    }
+}
 
 /// Files and dirs in a directory (empty when it does not exist).
 pub fn entries(dir: &Path) -> Vec<String> {
