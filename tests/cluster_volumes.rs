@@ -438,13 +438,17 @@ fn config_map_and_secret_volumes_env_and_service_variables() {
     })
     .unwrap_or_else(|| panic!("no output\n{}", node.log_tail(30)));
 
-    // The environment, exactly as upstream builds it.
-    let env: BTreeMap<String, String> = lines
-        .iter()
-        .take_while(|l| *l != "---")
-        .filter_map(|l| l.split_once('='))
+    // The environment, exactly as upstream builds it: what the process
+    // was started with (a shell would drop `app.conf` from its own env).
+    let cid = container_status(&p)["containerID"].as_str().unwrap().to_string();
+    let pid = node.container_pid(&cid).expect("container pid");
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+    let env: BTreeMap<String, String> = environ
+        .split(|b| *b == 0)
+        .filter_map(|kv| std::str::from_utf8(kv).ok()?.split_once('='))
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
+    assert!(lines.iter().any(|l| l.starts_with("A=v1")));
     let mut want: BTreeMap<String, String> = [
         ("A", "v1".to_string()),
         ("B", "admin".to_string()),
