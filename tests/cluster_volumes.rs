@@ -440,7 +440,10 @@ fn config_map_and_secret_volumes_env_and_service_variables() {
 
     // The environment, exactly as upstream builds it: what the process
     // was started with (a shell would drop `app.conf` from its own env).
-    let cid = container_status(&p)["containerID"].as_str().unwrap().to_string();
+    let cid = container_status(&p)["containerID"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let pid = node.container_pid(&cid).expect("container pid");
     let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
     let env: BTreeMap<String, String> = environ
@@ -745,7 +748,16 @@ fn image_pull_secret_authenticates_only_its_pod() {
         .as_str()
         .unwrap_or("")
         .to_string();
-    assert!(msg.contains("401") || msg.contains("unauthorized"), "{msg}");
+    assert!(msg.contains(&image), "{msg}");
+    // The pull failed for lack of credentials (ErrImagePull's message).
+    let log = std::fs::read_to_string(&node.log_path).unwrap();
+    assert!(
+        log.lines().any(|l| l.contains("pl-apivol-pull")
+            && l.contains("ErrImagePull")
+            && l.contains("401")),
+        "{}",
+        node.log_tail(30)
+    );
     cp.drop_namespace(ns);
 }
 
