@@ -289,6 +289,31 @@ impl DockerConfig {
     }
 }
 
+/// The credentials to try for a pull from `domain`, in order (upstream's
+/// `UnionDockerKeyring` of the pod's pull secrets and the node's
+/// credentials): each distinct match of the secrets, then picolet's own;
+/// `None` (anonymous) only when nothing matched.
+pub fn pull_candidates(
+    secrets: &[DockerConfig],
+    own: &DockerConfig,
+    domain: &str,
+) -> Vec<Option<Credentials>> {
+    let mut out: Vec<Option<Credentials>> = Vec::new();
+    let found = secrets
+        .iter()
+        .filter_map(|s| s.credentials_for(domain))
+        .chain(own.credentials_for(domain));
+    for c in found {
+        if !out.iter().any(|x| x.as_ref() == Some(c)) {
+            out.push(Some(c.clone()));
+        }
+    }
+    if out.is_empty() {
+        out.push(None);
+    }
+    out
+}
+
 /// `https://index.docker.io/v1/` -> `index.docker.io`.
 fn normalize_key(k: &str) -> String {
     let k = k
@@ -358,6 +383,41 @@ mod tests {
             )
         );
         assert!(DockerConfig::parse(br#"{"auths":{"x":{"auth":"!!"}}}"#).is_err());
+    }
+
+    #[test]
+    fn pull_credentials_in_keyring_order() {
+        let cfg = |u: &str| {
+            DockerConfig::parse(
+                format!(r#"{{"auths":{{"reg:5000":{{"username":"{u}","password":"p"}}}}}}"#)
+                    .as_bytes(),
+            )
+            .unwrap()
+        };
+        let names = |v: Vec<Option<Credentials>>| -> Vec<String> {
+            v.into_iter()
+                .map(|c| c.map_or("-".into(), |c| c.username))
+                .collect()
+        };
+        let none = DockerConfig::default();
+        assert_eq!(names(pull_candidates(&[], &none, "reg:5000")), ["-"]);
+        assert_eq!(
+            names(pull_candidates(
+                &[cfg("a"), cfg("b"), cfg("a")],
+                &none,
+                "reg:5000"
+            )),
+            ["a", "b"]
+        );
+        assert_eq!(
+            names(pull_candidates(&[cfg("a")], &cfg("node"), "reg:5000")),
+            ["a", "node"]
+        );
+        assert_eq!(
+            names(pull_candidates(&[], &cfg("node"), "reg:5000")),
+            ["node"]
+        );
+        assert_eq!(names(pull_candidates(&[cfg("a")], &none, "other")), ["-"]);
     }
 
     #[test]

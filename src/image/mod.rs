@@ -244,19 +244,7 @@ impl ImageService {
     pub async fn pull_with(&self, image: &str, secrets: &[auth::DockerConfig]) -> Result<Image> {
         let r = Reference::parse(image)
             .map_err(|e| anyhow::anyhow!("pull {image:?}: invalid reference: {e:#}"))?;
-        let mut candidates: Vec<Option<auth::Credentials>> = Vec::new();
-        for s in secrets {
-            if let Some(c) = s.credentials_for(&r.domain) {
-                if !candidates.iter().any(|x| x.as_ref() == Some(c)) {
-                    candidates.push(Some(c.clone()));
-                }
-            }
-        }
-        let own = self.docker.credentials_for(&r.domain).cloned();
-        // Secrets matched: picolet's own after them, never anonymous.
-        if (candidates.is_empty() || own.is_some()) && !candidates.contains(&own) {
-            candidates.push(own);
-        }
+        let candidates = auth::pull_candidates(secrets, &self.docker, &r.domain);
         let mut errors = Vec::new();
         for creds in candidates {
             match self.pull_once(&r, creds).await {

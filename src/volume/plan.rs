@@ -1176,4 +1176,152 @@ mod tests {
         assert_eq!(e.volume, "mem");
         assert_eq!(e.used, 3 << 20);
     }
+
+    fn api_pod(volumes: serde_json::Value, fs_group: Option<i64>) -> Pod {
+        let mut p: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p", "namespace": "ns", "uid": "uid-1"},
+            "spec": {"containers": [{"name": "c"}], "volumes": volumes}
+        }))
+        .unwrap();
+        if let Some(g) = fs_group {
+            p.spec.as_mut().unwrap().security_context = Some(PodSecurityContext {
+                fs_group: Some(g),
+                ..Default::default()
+            });
+        }
+        p
+    }
+
+    fn data() -> ApiData {
+        use crate::objects::GetError;
+        use std::rc::Rc;
+        let cm: crate::api::core::ConfigMap = serde_json::from_value(serde_json::json!({
+            "data": {"app.conf": "v1"}, "binaryData": {"b": "AAE="}
+        }))
+        .unwrap();
+        let secret: crate::api::core::Secret = serde_json::from_value(serde_json::json!({
+            "data": {"pass": "czNjcmV0"}
+        }))
+        .unwrap();
+        let mut d = ApiData {
+            available: true,
+            ..Default::default()
+        };
+        d.config_maps.insert("app".into(), Ok(Rc::new(cm)));
+        d.config_maps.insert(
+            "gone".into(),
+            Err(GetError::NotFound("configmap \"gone\" not found".into())),
+        );
+        d.secrets.insert("db".into(), Ok(Rc::new(secret)));
+        d.secrets.insert(
+            "gone".into(),
+            Err(GetError::NotFound("secret \"gone\" not found".into())),
+        );
+        d.tokens.insert(("tok".into(), 0), Ok("jwt".into()));
+        d.tokens.insert(
+            ("bad".into(), 0),
+            Err("failed to fetch token: 404 NotFound: serviceaccounts \"sa\" not found".into()),
+        );
+        d
+    }
+
+    fn files(
+        plan: &PodPlan,
+        i: usize,
+    ) -> (&'static str, Medium, &BTreeMap<String, FileProjection>) {
+        match &plan.volumes[i] {
+            VolumePlan::Files {
+                plugin,
+                medium,
+                payload,
+                ..
+            } => (plugin, *medium, payload),
+            v => panic!("{v:?}"),
+        }
+    }
+
+    #[test]
+    fn plans_api_volumes() {
+        let p = api_pod(
+            serde_json::json!([
+                {"name": "cfg", "configMap": {"name": "app"}},
+                {"name": "sec", "secret": {"secretName": "db", "defaultMode": 256,
+                    "items": [{"key": "pass", "path": "db/pass", "mode": 288}]}},
+                {"name": "opt", "configMap": {"name": "gone", "optional": true}},
+                {"name": "tok", "projected": {"defaultMode": 420, "sources": [
+                    {"serviceAccountToken": {"path": "token"}},
+                    {"configMap": {"name": "app", "items": [{"key": "app.conf", "path": "ca.crt"}]}},
+                    {"secret": {"name": "gone", "optional": true}},
+                    {"downwardAPI": {"items": [{"path": "namespace",
+                        "fieldRef": {"fieldPath": "metadata.namespace"}}]}}]}}
+            ]),
+            Some(2000),
+        );
+        let plan = plan_pod_with(&p, &ctx(), &data()).unwrap();
+        let (plugin, medium, payload) = files(&plan, 0);
+        assert_eq!((plugin, medium), (CONFIG_MAP, Medium::Disk));
+        assert_eq!(payload["app.conf"].data, b"v1");
+        assert_eq!(payload["b"].data, vec![0, 1]);
+        let (plugin, medium, payload) = files(&plan, 1);
+        assert_eq!(plugin, SECRET);
+        assert!(matches!(medium, Medium::Memory { .. }), "secrets on tmpfs");
+        assert_eq!(payload.keys().collect::<Vec<_>>(), ["db/pass"]);
+        assert_eq!(payload["db/pass"].mode, 0o440);
+        let (_, _, payload) = files(&plan, 2);
+        assert!(payload.is_empty(), "optional and missing: empty");
+        let (plugin, medium, payload) = files(&plan, 3);
+        assert_eq!(plugin, PROJECTED);
+        assert!(matches!(medium, Medium::Memory { .. }));
+        assert_eq!(payload["token"].data, b"jwt");
+        assert_eq!(
+            payload["token"].mode, 0o600,
+            "fsGroup: 0600, group read added later"
+        );
+        assert_eq!(payload["ca.crt"].mode, 0o644);
+        assert_eq!(payload["namespace"].data, b"ns");
+    }
+
+    #[test]
+    fn api_volume_failures_are_set_up_errors() {
+        let err = |vols: serde_json::Value| {
+            plan_pod_with(&api_pod(vols, None), &ctx(), &data()).unwrap_err()
+        };
+        let e = err(serde_json::json!([{"name": "cfg", "configMap": {"name": "gone"}}]));
+        assert_eq!(
+            e.to_string(),
+            "MountVolume.SetUp failed for volume \"cfg\" : configmap \"gone\" not found"
+        );
+        assert_eq!(e.waiting_reason(), "ContainerCreating");
+        let e = err(
+            serde_json::json!([{"name": "s", "secret": {"secretName": "db",
+            "items": [{"key": "nope", "path": "x"}]}}]),
+        );
+        assert!(
+            e.to_string()
+                .ends_with("references non-existent secret key: nope"),
+            "{e}"
+        );
+        let e = err(
+            serde_json::json!([{"name": "s", "secret": {"secretName": "db",
+            "items": [{"key": "pass", "path": "../x"}]}}]),
+        );
+        assert!(e.to_string().contains("must not contain '..'"), "{e}");
+        let e = err(
+            serde_json::json!([{"name": "bad", "projected": {"sources": [
+            {"serviceAccountToken": {"path": "token"}},
+            {"configMap": {"name": "gone"}}]}}]),
+        );
+        assert_eq!(
+            e.to_string(),
+            "MountVolume.SetUp failed for volume \"bad\" : [failed to fetch token: 404 NotFound: \
+             serviceaccounts \"sa\" not found, configmap \"gone\" not found]"
+        );
+        // Without API objects (a static pod): refused as before.
+        let p = api_pod(
+            serde_json::json!([{"name": "cfg", "configMap": {"name": "app"}}]),
+            None,
+        );
+        let e = plan_pod_with(&p, &ctx(), &ApiData::default()).unwrap_err();
+        assert!(matches!(e, VolumeError::NeedsApiServer { .. }), "{e:?}");
+    }
 }
