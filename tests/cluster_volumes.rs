@@ -27,13 +27,17 @@ use sync_support::{Node, Opts, BUSYBOX, HTTPD};
 
 const TMPFS_MAGIC: i64 = 0x0102_1994;
 
+/// Disk thresholds low enough that a shared build machine's full disk
+/// does not reject the tests' pods (DiskPressure).
+const EVICTION: &str = "evictionHard:\n  memory.available: 100Mi\n  nodefs.available: 1%\n  imagefs.available: 1%\n  nodefs.inodesFree: 1%\n";
+
 fn member(n: u32, cp: &ControlPlane, extra: &str) -> (Node, PathBuf) {
     let name = format!("sync-node-{n}");
     cp.forget_node(&name);
     let kubeconfig = cp.node_kubeconfig(&name);
     let opts = Opts {
         kubeconfig: Some(kubeconfig.clone()),
-        extra: extra.to_string(),
+        extra: format!("{EVICTION}{extra}"),
         ..Opts::default()
     };
     let mut node = Node::new(n, opts);
@@ -607,6 +611,24 @@ fn pods_wait_for_missing_objects_and_a_refused_token_request_is_reported() {
     eprintln!(
         "both running {:?} after the secret was created",
         t0.elapsed()
+    );
+
+    // A configMap over 1 MiB never reaches a node: the apiserver refuses it.
+    let big = std::env::temp_dir().join(format!("picolet-big-{}", std::process::id()));
+    std::fs::write(&big, vec![b'x'; (1 << 20) + 1]).unwrap();
+    let out = cp.kubectl(&[
+        "-n",
+        ns,
+        "create",
+        "configmap",
+        "big",
+        &format!("--from-file=big={}", big.display()),
+    ]);
+    let _ = std::fs::remove_file(&big);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("must have at most 1048576 bytes"),
+        "{out:?}"
     );
 
     // A TokenRequest the apiserver refuses: the service account goes
