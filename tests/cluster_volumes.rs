@@ -544,6 +544,19 @@ fn config_map_and_secret_volumes_env_and_service_variables() {
     assert_eq!(line, "cfg=v2 sub=v1");
     eprintln!("configMap update visible after {:?}", t0.elapsed());
     assert_eq!(std::fs::read_to_string(cfg.join("app.conf")).unwrap(), "v2");
+
+    // The configMap goes: the running pod keeps its files (upstream keeps
+    // a mounted volume whose remount fails) and is not held up.
+    kubectl_ok(&cp, &["-n", ns, "delete", "configmap", "app"]);
+    wait_for(Duration::from_secs(30), || {
+        (sync_support::count_lines(&node.log_path, "keeping its current contents") > 0)
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("no sync after the deletion\n{}", node.log_tail(30)));
+    let p2 = pod(&cp, ns, "app").unwrap();
+    assert!(running(&p2));
+    assert_eq!(container_status(&p2)["restartCount"], 0);
+    assert_eq!(std::fs::read_to_string(cfg.join("app.conf")).unwrap(), "v2");
     cp.drop_namespace(ns);
 }
 

@@ -22,6 +22,10 @@ pub struct ApiData {
     pub secrets: BTreeMap<String, Result<Rc<Secret>, GetError>>,
     /// Service account tokens by (volume, index of the projected source).
     pub tokens: BTreeMap<(String, usize), Result<String, String>>,
+    /// Volumes set up before whose new contents cannot be had: kept as
+    /// they are (upstream keeps a mounted volume when a remount fails, so
+    /// a running pod is not held up by a deleted configMap).
+    pub keep: std::collections::BTreeSet<String>,
 }
 
 /// The token a projected `serviceAccountToken` source asks for.

@@ -98,6 +98,10 @@ pub fn setup(pods_dir: &Path, plan: &PodPlan) -> Result<BTreeMap<String, VolumeP
                     read_only: true,
                 }
             }
+            VolumePlan::Kept { plugin, .. } => VolumePath {
+                host_path: volume_dir(&pod_dir, plugin, name),
+                read_only: true,
+            },
         };
         out.insert(name.to_string(), path);
     }

@@ -219,14 +219,47 @@ impl VolumeManager {
         pod: &Pod,
         ctx: &VolumeContext,
     ) -> Result<BTreeMap<String, VolumePath>, VolumeError> {
-        let data = match &self.objects {
+        let mut data = match &self.objects {
             Some(o) => api::fetch(o, pod).await,
             None => api::ApiData::default(),
         };
-        let plan = plan::plan_pod_with(pod, ctx, &data)?;
+        let plan = loop {
+            match plan::plan_pod_with(pod, ctx, &data) {
+                Ok(p) => break p,
+                Err(VolumeError::SetUp { volume, message })
+                    if !data.keep.contains(&volume) && self.was_set_up(pod, &volume) =>
+                {
+                    // A running pod keeps what it has (upstream keeps the
+                    // mounted volume); the next sync tries again.
+                    log::warn!(
+                        "pod {}/{}: MountVolume.SetUp failed for volume {volume:?} : {message}; \
+                         keeping its current contents",
+                        pod.metadata.namespace.as_deref().unwrap_or(""),
+                        pod.metadata.name.as_deref().unwrap_or("")
+                    );
+                    data.keep.insert(volume);
+                }
+                Err(e) => return Err(e),
+            }
+        };
         drop(data);
         let pods_dir = self.pods_dir.clone();
         smol::unblock(move || host::setup(&pods_dir, &plan)).await
+    }
+
+    /// Whether the pod's API-backed file volume `name` was set up before
+    /// (its `..data` exists).
+    fn was_set_up(&self, pod: &Pod, name: &str) -> bool {
+        let uid = pod.metadata.uid.as_deref().unwrap_or("");
+        if !valid_uid(uid) || name.is_empty() || name.contains('/') {
+            return false;
+        }
+        let vols = self.pod_dir(uid).join("volumes");
+        [plan::CONFIG_MAP, plan::SECRET, plan::PROJECTED]
+            .iter()
+            .any(|p| {
+                std::fs::symlink_metadata(vols.join(p).join(name).join(atomic::DATA_DIR)).is_ok()
+            })
     }
 
     async fn remove(&self, uid: &str, parts: &'static [&'static str]) -> Result<(), TeardownError> {

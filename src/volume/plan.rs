@@ -178,6 +178,11 @@ pub enum VolumePlan {
         payload: BTreeMap<String, FileProjection>,
         nested: Vec<String>,
     },
+    /// A file volume set up before, left as it is (see [`ApiData::keep`]).
+    Kept {
+        name: String,
+        plugin: &'static str,
+    },
 }
 
 impl VolumePlan {
@@ -185,8 +190,19 @@ impl VolumePlan {
         match self {
             VolumePlan::EmptyDir { name, .. }
             | VolumePlan::HostPath { name, .. }
-            | VolumePlan::Files { name, .. } => name,
+            | VolumePlan::Files { name, .. }
+            | VolumePlan::Kept { name, .. } => name,
         }
+    }
+}
+
+/// The plugin directory of an API-backed file volume kind.
+pub fn api_plugin(kind: &str) -> Option<&'static str> {
+    match kind {
+        "configMap" => Some(CONFIG_MAP),
+        "secret" => Some(SECRET),
+        "projected" => Some(PROJECTED),
+        _ => None,
     }
 }
 
@@ -405,6 +421,13 @@ pub fn plan_pod_with(
         }
         // API defaulting: a volume with no source is an emptyDir.
         let kind = kinds.first().copied().unwrap_or("emptyDir");
+        if let Some(plugin) = api_plugin(kind).filter(|_| data.keep.contains(name)) {
+            volumes.push(VolumePlan::Kept {
+                name: name.into(),
+                plugin,
+            });
+            continue;
+        }
         let plan = match kind {
             "emptyDir" => {
                 let src = v.empty_dir.as_ref();
@@ -1315,6 +1338,20 @@ mod tests {
             e.to_string(),
             "MountVolume.SetUp failed for volume \"bad\" : [failed to fetch token: 404 NotFound: \
              serviceaccounts \"sa\" not found, configmap \"gone\" not found]"
+        );
+        // Set up before: kept as it is.
+        let mut d = data();
+        d.keep.insert("cfg".into());
+        let p = api_pod(
+            serde_json::json!([{"name": "cfg", "configMap": {"name": "gone"}}]),
+            None,
+        );
+        assert_eq!(
+            plan_pod_with(&p, &ctx(), &d).unwrap().volumes,
+            vec![VolumePlan::Kept {
+                name: "cfg".into(),
+                plugin: CONFIG_MAP
+            }]
         );
         // Without API objects (a static pod): refused as before.
         let p = api_pod(
