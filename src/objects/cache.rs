@@ -16,9 +16,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-/// How long a get waits for a new watch's first list (upstream polls for
-/// one second).
-pub const SYNC_WAIT: Duration = Duration::from_secs(1);
+/// How long a get waits for a new watch's first list. Upstream polls for
+/// one second, then its volume reconciler retries within a second; picolet
+/// retries a pod only after the worker back-off (10 s), so it waits
+/// longer here: a pod just bound may meet the Node authorizer before the
+/// authorizer knows the binding (403, listed again within ~2 s).
+pub const SYNC_WAIT: Duration = Duration::from_secs(5);
 const SYNC_POLL: Duration = Duration::from_millis(10);
 
 /// An object that can be marked immutable.
