@@ -582,12 +582,21 @@ pub fn plan_pod_with(
                             .clone()
                             .or_else(|| c.signer_name.as_ref().map(|s| format!("signer {s}")))
                             .unwrap_or_default();
+                        if !data.available {
+                            return Err(needs_api(name, format!("clusterTrustBundle {which:?}")));
+                        }
                         return Err(unsupported(
                             name,
                             format!("clusterTrustBundle {which:?} projections are not supported by picolet"),
                         ));
                     }
                     if let Some(c) = &s.pod_certificate {
+                        if !data.available {
+                            return Err(needs_api(
+                                name,
+                                format!("a pod certificate from signer {:?}", c.signer_name),
+                            ));
+                        }
                         return Err(unsupported(
                             name,
                             format!(
