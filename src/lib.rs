@@ -18,6 +18,7 @@ pub mod kube;
 pub mod logger;
 pub mod network;
 pub mod node;
+pub mod objects;
 pub mod pause;
 pub mod probe;
 pub mod rt;

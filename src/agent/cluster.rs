@@ -193,6 +193,9 @@ pub struct Parts {
     pub events: Option<Rc<crate::events::EventRecorder>>,
     /// Node events (Starting, NodeReady, ...).
     pub recorder: Rc<dyn crate::events::Recorder>,
+    /// The API objects pods use (configMaps, secrets, tokens, services):
+    /// gets the client.
+    pub objects: Rc<crate::objects::ObjectManager>,
 }
 
 /// Joins the cluster and keeps the node's membership until dropped: the
@@ -226,6 +229,7 @@ pub async fn run(kubeconfig: PathBuf, host: Rc<ClusterHost>, parts: Parts) {
         // from the client's; both share the one connection.
         ev.attach(Rc::new(Client::new(client.transport().clone(), 0.0, 1)));
     }
+    parts.objects.attach(client.clone());
     let kcfg = &cfg.kubelet;
     let nm = NodeManager::new(
         client.clone(),

@@ -207,12 +207,18 @@ impl Agent {
         let status = Rc::new(RefCell::new(StatusManager::new()));
         // One slot: a wake-up pending covers any number of worker steps.
         let (wake_tx, wake_rx) = smol::channel::bounded(1);
+        // Hook (apivolumes): configMaps, secrets, tokens, services for API
+        // pods; the cluster side attaches the client.
+        let objects = crate::objects::ObjectManager::new();
         let k = Kubelet::new(
             runtime.clone(),
             self.images.clone(),
             ext.hooks,
             ext.prober,
-            Rc::new(crate::volume::VolumeManager::new(self.cfg.pods_dir())),
+            Rc::new(
+                crate::volume::VolumeManager::new(self.cfg.pods_dir())
+                    .with_objects(objects.clone()),
+            ),
             self.node.clone(),
             SyncConfig {
                 sync_frequency: kc.sync_frequency,
@@ -315,6 +321,7 @@ impl Agent {
                 node_slot,
                 events: self.api_events.clone(),
                 recorder: self.recorder.clone(),
+                objects,
             };
             crate::rt::spawn(cluster::run(path, Rc::new(host), parts))
         });

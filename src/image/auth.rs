@@ -33,6 +33,16 @@ impl Credentials {
         )
     }
 
+    /// A short digest naming these credentials in cache keys (never the
+    /// secret itself).
+    pub fn fingerprint(&self) -> String {
+        let d = ring::digest::digest(
+            &ring::digest::SHA256,
+            format!("{}\0{}", self.username, self.password).as_bytes(),
+        );
+        d.as_ref()[..8].iter().map(|b| format!("{b:02x}")).collect()
+    }
+
     /// Decodes a docker `auth` field (base64 of `user:password`).
     pub fn from_auth_field(auth: &str) -> Result<Credentials> {
         let raw = base64::engine::general_purpose::STANDARD
@@ -225,6 +235,43 @@ impl DockerConfig {
         Ok(DockerConfig { auths })
     }
 
+    /// Upstream `MakeDockerKeyring` for one pull secret: the
+    /// `.dockerconfigjson` of a `kubernetes.io/dockerconfigjson` secret or
+    /// the `.dockercfg` (the `auths` map alone) of a `kubernetes.io/dockercfg`
+    /// one. `Ok(None)`: a secret of another type, or without that key.
+    pub fn from_secret(s: &crate::api::core::Secret) -> Result<Option<DockerConfig>> {
+        let data = |k: &str| {
+            s.data
+                .as_ref()
+                .and_then(|d| d.get(k))
+                .map(|b| b.0.as_slice())
+                .filter(|b| !b.is_empty())
+        };
+        match s.type_.as_deref() {
+            Some("kubernetes.io/dockerconfigjson") => match data(".dockerconfigjson") {
+                Some(b) => Self::parse(b).map(Some),
+                None => Ok(None),
+            },
+            Some("kubernetes.io/dockercfg") => match data(".dockercfg") {
+                Some(b) => Self::parse_dockercfg(b).map(Some),
+                None => Ok(None),
+            },
+            _ => Ok(None),
+        }
+    }
+
+    /// The legacy `.dockercfg` format: the `auths` map without the wrapper.
+    pub fn parse_dockercfg(b: &[u8]) -> Result<DockerConfig> {
+        let raw: BTreeMap<String, RawAuth> = serde_json::from_slice(b).context("invalid JSON")?;
+        let mut auths = BTreeMap::new();
+        for (k, v) in raw {
+            if let Some(c) = v.credentials().with_context(|| format!("[{k}]"))? {
+                auths.insert(normalize_key(&k), c);
+            }
+        }
+        Ok(DockerConfig { auths })
+    }
+
     /// Credentials for a registry domain (`docker.io` also matches the
     /// historical `https://index.docker.io/v1/` key).
     pub fn credentials_for(&self, domain: &str) -> Option<&Credentials> {
@@ -240,6 +287,31 @@ impl DockerConfig {
         }
         None
     }
+}
+
+/// The credentials to try for a pull from `domain`, in order (upstream's
+/// `UnionDockerKeyring` of the pod's pull secrets and the node's
+/// credentials): each distinct match of the secrets, then picolet's own;
+/// `None` (anonymous) only when nothing matched.
+pub fn pull_candidates(
+    secrets: &[DockerConfig],
+    own: &DockerConfig,
+    domain: &str,
+) -> Vec<Option<Credentials>> {
+    let mut out: Vec<Option<Credentials>> = Vec::new();
+    let found = secrets
+        .iter()
+        .filter_map(|s| s.credentials_for(domain))
+        .chain(own.credentials_for(domain));
+    for c in found {
+        if !out.iter().any(|x| x.as_ref() == Some(c)) {
+            out.push(Some(c.clone()));
+        }
+    }
+    if out.is_empty() {
+        out.push(None);
+    }
+    out
 }
 
 /// `https://index.docker.io/v1/` -> `index.docker.io`.
@@ -311,5 +383,77 @@ mod tests {
             )
         );
         assert!(DockerConfig::parse(br#"{"auths":{"x":{"auth":"!!"}}}"#).is_err());
+    }
+
+    #[test]
+    fn pull_credentials_in_keyring_order() {
+        let cfg = |u: &str| {
+            DockerConfig::parse(
+                format!(r#"{{"auths":{{"reg:5000":{{"username":"{u}","password":"p"}}}}}}"#)
+                    .as_bytes(),
+            )
+            .unwrap()
+        };
+        let names = |v: Vec<Option<Credentials>>| -> Vec<String> {
+            v.into_iter()
+                .map(|c| c.map_or("-".into(), |c| c.username))
+                .collect()
+        };
+        let none = DockerConfig::default();
+        assert_eq!(names(pull_candidates(&[], &none, "reg:5000")), ["-"]);
+        assert_eq!(
+            names(pull_candidates(
+                &[cfg("a"), cfg("b"), cfg("a")],
+                &none,
+                "reg:5000"
+            )),
+            ["a", "b"]
+        );
+        assert_eq!(
+            names(pull_candidates(&[cfg("a")], &cfg("node"), "reg:5000")),
+            ["a", "node"]
+        );
+        assert_eq!(
+            names(pull_candidates(&[], &cfg("node"), "reg:5000")),
+            ["node"]
+        );
+        assert_eq!(names(pull_candidates(&[cfg("a")], &none, "other")), ["-"]);
+    }
+
+    #[test]
+    fn pull_secrets_of_both_types() {
+        use k8s_openapi::ByteString;
+        let secret = |t: &str, k: &str, v: &str| crate::api::core::Secret {
+            type_: Some(t.into()),
+            data: Some([(k.to_string(), ByteString(v.as_bytes().to_vec()))].into()),
+            ..Default::default()
+        };
+        let c = DockerConfig::from_secret(&secret(
+            "kubernetes.io/dockerconfigjson",
+            ".dockerconfigjson",
+            r#"{"auths":{"https://reg.example:5001/v2/":{"username":"u","password":"p"}}}"#,
+        ))
+        .unwrap()
+        .unwrap();
+        assert_eq!(c.credentials_for("reg.example:5001").unwrap().username, "u");
+        let c = DockerConfig::from_secret(&secret(
+            "kubernetes.io/dockercfg",
+            ".dockercfg",
+            r#"{"reg.example":{"auth":"dTpw"}}"#,
+        ))
+        .unwrap()
+        .unwrap();
+        assert_eq!(c.credentials_for("reg.example").unwrap().password, "p");
+        assert!(
+            DockerConfig::from_secret(&secret("Opaque", ".dockercfg", "{}"))
+                .unwrap()
+                .is_none()
+        );
+        assert!(DockerConfig::from_secret(&secret(
+            "kubernetes.io/dockerconfigjson",
+            ".dockerconfigjson",
+            "nope"
+        ))
+        .is_err());
     }
 }

@@ -233,24 +233,62 @@ impl ImageService {
     /// Pulls an image (or joins a pull of the same reference already running
     /// in this process). Errors name the reference and the cause.
     pub async fn pull(&self, image: &str) -> Result<Image> {
+        self.pull_with(image, &[]).await
+    }
+
+    /// Pulls with a pod's pull secrets, as upstream's keyring: every
+    /// credential the secrets hold for the registry, in order, then
+    /// picolet's own (the docker config), each tried until one pull
+    /// succeeds; no credential at all pulls anonymously. Credentials from
+    /// registries.yaml for an endpoint still win on that endpoint.
+    pub async fn pull_with(&self, image: &str, secrets: &[auth::DockerConfig]) -> Result<Image> {
         let r = Reference::parse(image)
             .map_err(|e| anyhow::anyhow!("pull {image:?}: invalid reference: {e:#}"))?;
+        let candidates = auth::pull_candidates(secrets, &self.docker, &r.domain);
+        let mut errors = Vec::new();
+        for creds in candidates {
+            match self.pull_once(&r, creds).await {
+                Ok(i) => return Ok(i),
+                Err(e) => errors.push(e),
+            }
+        }
+        Err(match errors.len() {
+            1 => errors.remove(0),
+            _ => anyhow::anyhow!(
+                "{}",
+                errors
+                    .iter()
+                    .map(|e| format!("{e:#}"))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
+        })
+    }
+
+    async fn pull_once(&self, r: &Reference, creds: Option<auth::Credentials>) -> Result<Image> {
         let key = r.to_string();
-        let existing = self.inflight.borrow().get(&key).cloned();
+        // Pulls with other credentials must not join this one.
+        let slot = match &creds {
+            Some(c) => format!("{key}\n{}", c.fingerprint()),
+            None => key.clone(),
+        };
+        let existing = self.inflight.borrow().get(&slot).cloned();
         if let Some(cell) = existing {
             log::info!("pull {key}: joining the pull already in progress");
             return cell.wait().await.clone().map_err(anyhow::Error::msg);
         }
         let cell: InFlight = Rc::default();
-        self.inflight.borrow_mut().insert(key.clone(), cell.clone());
+        self.inflight
+            .borrow_mut()
+            .insert(slot.clone(), cell.clone());
         // If this future is dropped mid-pull, waiters get an error and the
         // next pull starts afresh (partial downloads stay for resuming).
         let guard = InFlightGuard {
             map: &self.inflight,
-            key: key.clone(),
+            key: slot,
             cell: cell.clone(),
         };
-        let res = pull::pull(self, &r)
+        let res = pull::pull(self, r, creds)
             .await
             .map_err(|e| format!("pull {key}: {e:#}"));
         let _ = cell.set(res.clone()).await;

@@ -47,12 +47,15 @@ fn mib(b: u64) -> f64 {
     b as f64 / (1024.0 * 1024.0)
 }
 
-pub(super) async fn pull(svc: &ImageService, r: &Reference) -> Result<Image> {
+pub(super) async fn pull(
+    svc: &ImageService,
+    r: &Reference,
+    creds: Option<super::auth::Credentials>,
+) -> Result<Image> {
     let start = Instant::now();
     let store = &svc.store;
     let _shared = store.lock_store(false).await?;
     let endpoints = svc.registries.endpoints(&r.domain)?;
-    let creds = svc.docker.credentials_for(&r.domain).cloned();
     let reg = Registry::new(r.clone(), endpoints, creds, svc.auth.clone(), svc.retry);
 
     let (ct, body, top_digest) = reg.manifest(r.object()).await?;

@@ -239,6 +239,15 @@ enum AuthMode {
     Bearer { realm: String, service: String },
 }
 
+/// A token's cache scope: tokens got with one pod's pull secret must not
+/// serve a pull with other (or no) credentials.
+fn cred_scope(scope: &str, creds: Option<&Credentials>) -> String {
+    match creds {
+        Some(c) => format!("{scope}\n{}", c.fingerprint()),
+        None => scope.to_string(),
+    }
+}
+
 /// Shared across pulls: tokens and learnt auth modes per endpoint.
 #[derive(Default)]
 pub struct AuthState {
@@ -445,7 +454,7 @@ impl Registry {
         match self.auth.modes.borrow().get(key)? {
             AuthMode::Basic => creds.map(|c| c.basic()),
             AuthMode::Bearer { realm, service } => {
-                let k = TokenCache::key(realm, service, scope);
+                let k = TokenCache::key(realm, service, &cred_scope(scope, creds));
                 self.auth
                     .tokens
                     .borrow()
@@ -497,7 +506,7 @@ impl Registry {
                     .with_context(|| format!("token request to {realm}"));
             }
             let (token, life) = auth::parse_token_response(&body)?;
-            let k = TokenCache::key(&realm, &service, scope);
+            let k = TokenCache::key(&realm, &service, &cred_scope(scope, creds));
             self.auth
                 .tokens
                 .borrow_mut()

@@ -7,9 +7,12 @@
 //! Everything here is pure: what the node knows (memory capacity,
 //! allocatable, IPs, the host's resolv.conf, volume host paths) is passed in.
 
-use crate::api::core::{Container, EnvVar, Pod, ResourceRequirements, VolumeMount};
+use crate::api::core::{
+    ConfigMap, Container, EnvVar, Pod, ResourceRequirements, Secret, VolumeMount,
+};
 use crate::api::quantity::Quantity;
 use crate::config::KubeletConfig;
+use crate::objects::GetError;
 use crate::runtime::keys;
 use crate::runtime::types::{
     Capabilities, ContainerConfig, ContainerMetadata, DnsConfig, LinuxContainerResources,
@@ -19,6 +22,7 @@ use crate::runtime::types::{
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 /// Where a container's termination message goes when the pod does not say.
 pub const DEFAULT_TERMINATION_MESSAGE_PATH: &str = "/dev/termination-log";
@@ -1281,32 +1285,182 @@ pub fn resource_field_value(
     }
 }
 
-/// The container's environment (upstream `makeEnvironmentVariables` without
-/// an API server): values `$(VAR)`-expanded against earlier variables,
-/// downward API sources resolved; configMap and secret sources fail.
-/// Declaration order; a repeated name keeps its first position, last value.
+/// What the API server contributes to a container's environment, fetched
+/// by the object manager before the (pure) env is built.
+#[derive(Debug, Clone)]
+pub struct ApiEnv {
+    /// The pod may use configMaps and secrets (an API pod with a client);
+    /// `false`: references fail as upstream without a client.
+    pub api_objects: bool,
+    /// The configMaps and secrets the container references, by name.
+    pub config_maps: BTreeMap<String, Result<Rc<ConfigMap>, GetError>>,
+    pub secrets: BTreeMap<String, Result<Rc<Secret>, GetError>>,
+    /// The service variables (upstream `getServiceEnvVarMap`); `Err` while
+    /// the services were never listed.
+    pub services: Result<BTreeMap<String, String>, String>,
+}
+
+impl Default for ApiEnv {
+    fn default() -> Self {
+        ApiEnv {
+            api_objects: false,
+            config_maps: BTreeMap::new(),
+            secrets: BTreeMap::new(),
+            services: Ok(BTreeMap::new()),
+        }
+    }
+}
+
+/// A container's environment and the warnings upstream records as
+/// `InvalidEnvironmentVariableNames` events (envFrom keys skipped).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EnvOutcome {
+    pub env: Vec<(String, String)>,
+    pub warnings: Vec<String>,
+}
+
+/// Event reason for envFrom keys that were skipped.
+pub const REASON_INVALID_ENV_NAMES: &str = "InvalidEnvironmentVariableNames";
+
+/// Upstream `IsEnvVarName` (the strict form the v1.31 kubelet checks
+/// envFrom keys with): `[-._a-zA-Z][-._a-zA-Z0-9]*`, not `.`, `..` or
+/// starting with `..`.
+pub fn is_env_var_name(s: &str) -> bool {
+    let b = s.as_bytes();
+    let Some(first) = b.first() else {
+        return false;
+    };
+    let ok = |c: u8, first: bool| {
+        c.is_ascii_alphabetic()
+            || c == b'-'
+            || c == b'.'
+            || c == b'_'
+            || (!first && c.is_ascii_digit())
+    };
+    ok(*first, true) && b[1..].iter().all(|c| ok(*c, false)) && !s.starts_with("..") && s != "."
+}
+
+fn no_client(kind: &str, ns: &str, name: &str) -> ConfigError {
+    err(format!(
+        "couldn't get {kind} {ns}/{name}, no kubeClient defined"
+    ))
+}
+
+/// Sets `k` keeping its first position (upstream uses a map).
+fn env_set(env: &mut Vec<(String, String)>, k: String, v: String) {
+    match env.iter_mut().find(|(n, _)| *n == k) {
+        Some(e) => e.1 = v,
+        None => env.push((k, v)),
+    }
+}
+
+/// Looks a referenced object up: `Ok(None)` when it is missing and the
+/// reference optional.
+fn api_object<'a, T>(
+    api: Option<&'a ApiEnv>,
+    pick: impl Fn(&'a ApiEnv) -> &'a BTreeMap<String, Result<Rc<T>, GetError>>,
+    kind: &str,
+    ns: &str,
+    name: &str,
+    optional: bool,
+) -> Result<Option<&'a T>, ConfigError> {
+    let Some(api) = api.filter(|a| a.api_objects) else {
+        return Err(no_client(kind, ns, name));
+    };
+    match pick(api).get(name) {
+        Some(Ok(o)) => Ok(Some(o)),
+        Some(Err(e)) if e.is_not_found() && optional => Ok(None),
+        Some(Err(e)) => Err(err(e.to_string())),
+        None => Err(err(format!("object \"{ns}\"/\"{name}\" not registered"))),
+    }
+}
+
+/// The container's environment (upstream `makeEnvironmentVariables`
+/// without an API server): see [`container_env_with`].
 pub fn container_env(
     pod: &Pod,
     c: &Container,
     node: &NodeContext,
     pod_ips: &[String],
 ) -> Result<Vec<(String, String)>, ConfigError> {
+    container_env_with(pod, c, node, pod_ips, None).map(|o| o.env)
+}
+
+/// The container's environment (upstream `makeEnvironmentVariables`):
+/// envFrom first (later sources win; keys that are not valid variable
+/// names are skipped with a warning), then `env` in order (values
+/// `$(VAR)`-expanded against what is set so far and the service
+/// variables; configMap/secret/downward API sources resolved; a missing
+/// optional reference leaves the variable unset), then the service
+/// variables nothing else set. A repeated name keeps its first position,
+/// last value. `api` is `None` without an API server: configMap and
+/// secret references fail and there are no service variables.
+pub fn container_env_with(
+    pod: &Pod,
+    c: &Container,
+    node: &NodeContext,
+    pod_ips: &[String],
+    api: Option<&ApiEnv>,
+) -> Result<EnvOutcome, ConfigError> {
     let ns = pod_namespace(pod);
+    let services = match api.map(|a| &a.services) {
+        Some(Ok(s)) => s.clone(),
+        Some(Err(e)) => return Err(err(e.clone())),
+        None => BTreeMap::new(),
+    };
+    let mut out = EnvOutcome::default();
+    let mut env: Vec<(String, String)> = Vec::new();
     for ef in c.env_from.iter().flatten() {
-        if let Some(r) = &ef.config_map_ref {
-            return Err(err(format!(
-                "couldn't get configMap {ns}/{}, no kubeClient defined",
-                r.name
-            )));
+        let prefix = ef.prefix.as_deref().unwrap_or("");
+        let (kind, name, pairs): (&str, &str, Vec<(String, String)>) =
+            if let Some(r) = &ef.config_map_ref {
+                let optional = r.optional.unwrap_or(false);
+                match api_object(api, |a| &a.config_maps, "configMap", ns, &r.name, optional)? {
+                    None => continue,
+                    Some(cm) => (
+                        "configMap",
+                        r.name.as_str(),
+                        cm.data
+                            .iter()
+                            .flatten()
+                            .map(|(k, v)| (k.clone(), v.clone()))
+                            .collect(),
+                    ),
+                }
+            } else if let Some(r) = &ef.secret_ref {
+                let optional = r.optional.unwrap_or(false);
+                match api_object(api, |a| &a.secrets, "secret", ns, &r.name, optional)? {
+                    None => continue,
+                    Some(s) => (
+                        "secret",
+                        r.name.as_str(),
+                        s.data
+                            .iter()
+                            .flatten()
+                            .map(|(k, v)| (k.clone(), String::from_utf8_lossy(&v.0).into_owned()))
+                            .collect(),
+                    ),
+                }
+            } else {
+                continue;
+            };
+        let mut invalid = Vec::new();
+        for (k, v) in pairs {
+            let k = format!("{prefix}{k}");
+            if !is_env_var_name(&k) {
+                invalid.push(k);
+                continue;
+            }
+            env_set(&mut env, k, v);
         }
-        if let Some(r) = &ef.secret_ref {
-            return Err(err(format!(
-                "couldn't get secret {ns}/{}, no kubeClient defined",
-                r.name
-            )));
+        if !invalid.is_empty() {
+            invalid.sort();
+            out.warnings.push(format!(
+                "Keys [{}] from the EnvFrom {kind} {ns}/{name} were skipped since they are considered invalid environment variable names.",
+                invalid.join(", ")
+            ));
         }
     }
-    let mut env: Vec<(String, String)> = Vec::new();
     for EnvVar {
         name,
         value,
@@ -1315,7 +1469,12 @@ pub fn container_env(
     {
         let v = match (value.as_deref().filter(|v| !v.is_empty()), value_from) {
             (Some(v), _) => {
-                let lookup = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+                let lookup = |k: &str| {
+                    env.iter()
+                        .find(|(n, _)| n == k)
+                        .map(|(_, v)| v.clone())
+                        .or_else(|| services.get(k).cloned())
+                };
                 expand(v, &lookup)
             }
             (None, Some(src)) => {
@@ -1344,15 +1503,38 @@ pub fn container_env(
                         &node.allocatable,
                     )?
                 } else if let Some(r) = &src.config_map_key_ref {
-                    return Err(err(format!(
-                        "couldn't get configMap {ns}/{}, no kubeClient defined",
-                        r.name
-                    )));
+                    let optional = r.optional.unwrap_or(false);
+                    let Some(cm) =
+                        api_object(api, |a| &a.config_maps, "configMap", ns, &r.name, optional)?
+                    else {
+                        continue;
+                    };
+                    match cm.data.as_ref().and_then(|d| d.get(&r.key)) {
+                        Some(v) => v.clone(),
+                        None if optional => continue,
+                        None => {
+                            return Err(err(format!(
+                                "couldn't find key {} in ConfigMap {ns}/{}",
+                                r.key, r.name
+                            )))
+                        }
+                    }
                 } else if let Some(r) = &src.secret_key_ref {
-                    return Err(err(format!(
-                        "couldn't get secret {ns}/{}, no kubeClient defined",
-                        r.name
-                    )));
+                    let optional = r.optional.unwrap_or(false);
+                    let Some(s) = api_object(api, |a| &a.secrets, "secret", ns, &r.name, optional)?
+                    else {
+                        continue;
+                    };
+                    match s.data.as_ref().and_then(|d| d.get(&r.key)) {
+                        Some(v) => String::from_utf8_lossy(&v.0).into_owned(),
+                        None if optional => continue,
+                        None => {
+                            return Err(err(format!(
+                                "couldn't find key {} in Secret {ns}/{}",
+                                r.key, r.name
+                            )))
+                        }
+                    }
                 } else if src.file_key_ref.is_some() {
                     return Err(err(format!("env {name}: fileKeyRef is not supported")));
                 } else {
@@ -1361,12 +1543,15 @@ pub fn container_env(
             }
             (None, None) => String::new(),
         };
-        match env.iter_mut().find(|(n, _)| n == name) {
-            Some(e) => e.1 = v,
-            None => env.push((name.clone(), v)),
+        env_set(&mut env, name.clone(), v);
+    }
+    for (k, v) in services {
+        if !env.iter().any(|(n, _)| *n == k) {
+            env.push((k, v));
         }
     }
-    Ok(env)
+    out.env = env;
+    Ok(out)
 }
 
 fn env_lookup(env: &[(String, String)]) -> impl Fn(&str) -> Option<String> + '_ {
@@ -1536,10 +1721,25 @@ pub fn container_config(
     node: &NodeContext,
     inputs: &ContainerInputs<'_>,
 ) -> Result<ContainerConfig, ConfigError> {
+    container_config_with(pod, c, node, inputs, None).map(|(c, _)| c)
+}
+
+/// [`container_config`] with what the API server contributes to the
+/// environment; also returns the env warnings (see [`EnvOutcome`]).
+pub fn container_config_with(
+    pod: &Pod,
+    c: &Container,
+    node: &NodeContext,
+    inputs: &ContainerInputs<'_>,
+    api: Option<&ApiEnv>,
+) -> Result<(ContainerConfig, Vec<String>), ConfigError> {
     let kind = container_kind(pod, &c.name)
         .ok_or_else(|| err(format!("container {:?} is not part of the pod", c.name)))?;
     validate_resources(pod)?;
-    let envs = container_env(pod, c, node, inputs.pod_ips)?;
+    let EnvOutcome {
+        env: envs,
+        warnings,
+    } = container_env_with(pod, c, node, inputs.pod_ips, api)?;
     let (command, args) = expand_command_and_args(c, &envs);
     let mut mounts = Vec::new();
     for m in c.volume_mounts.iter().flatten() {
@@ -1582,7 +1782,7 @@ pub fn container_config(
         annotations.insert(keys::POD_TERMINATION_GRACE_PERIOD.into(), g.to_string());
     }
     annotations.insert(keys::CONTAINER_TYPE.into(), kind.as_str().into());
-    Ok(ContainerConfig {
+    let config = ContainerConfig {
         metadata: ContainerMetadata {
             name: c.name.clone(),
             attempt: inputs.restart_count,
@@ -1605,7 +1805,8 @@ pub fn container_config(
         security_context: security_context(pod, c),
         termination_message_path,
         stop_signal: c.lifecycle.as_ref().and_then(|l| l.stop_signal.clone()),
-    })
+    };
+    Ok((config, warnings))
 }
 
 #[cfg(test)]

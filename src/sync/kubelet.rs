@@ -23,8 +23,8 @@ use crate::api::core::{Container, LifecycleHandler, Pod, PodStatus};
 use crate::events::{messages, reasons, EventType, ObjectRef, Recorder};
 use crate::image::{pull_decision, ImageError, PullDecision, PullPolicy};
 use crate::runtime::convert::{
-    container_config, pod_log_directory, qos_class, sandbox_config, ContainerInputs, NodeContext,
-    VolumePath,
+    container_config_with, pod_log_directory, qos_class, sandbox_config, ContainerInputs,
+    NodeContext, VolumePath,
 };
 use crate::runtime::{
     keys, ContainerFilter, ContainerState, PodSandboxConfig, QosClass, Runtime, RuntimeError,
@@ -56,6 +56,15 @@ pub trait Images {
     fn size(&self, _image: &str) -> u64 {
         0
     }
+    /// Pulls `image` with the pod's imagePullSecrets tried first.
+    async fn pull_with(
+        &self,
+        image: &str,
+        secrets: &[crate::image::auth::DockerConfig],
+    ) -> anyhow::Result<String> {
+        let _ = secrets;
+        self.pull(image).await
+    }
 }
 
 impl Images for crate::image::ImageService {
@@ -67,6 +76,15 @@ impl Images for crate::image::ImageService {
     }
     fn size(&self, image: &str) -> u64 {
         self.get(image).ok().flatten().map_or(0, |i| i.size)
+    }
+    async fn pull_with(
+        &self,
+        image: &str,
+        secrets: &[crate::image::auth::DockerConfig],
+    ) -> anyhow::Result<String> {
+        Ok(crate::image::ImageService::pull_with(self, image, secrets)
+            .await?
+            .id)
     }
 }
 
@@ -1061,7 +1079,9 @@ impl<R: Runtime + 'static, I: Images + 'static> Kubelet<R, I> {
             restart_count = self.restart_count_from_log_dir(pod, &c.name).await;
         }
         let hash = container_hash(c);
-        let config = container_config(
+        // configMaps, secrets and services for the env.
+        let api_env = self.volumes.env_inputs(pod, c).await;
+        let (config, env_warnings) = container_config_with(
             pod,
             c,
             &self.node,
@@ -1072,8 +1092,17 @@ impl<R: Runtime + 'static, I: Images + 'static> Kubelet<R, I> {
                 pod_ips,
                 volumes,
             },
+            api_env.as_ref(),
         )
         .map_err(|e| waiting(WaitingReason::CreateContainerConfigError, e.0))?;
+        for w in &env_warnings {
+            self.pod_event(
+                pod,
+                EventType::Warning,
+                crate::runtime::convert::REASON_INVALID_ENV_NAMES,
+                w,
+            );
+        }
         let id = self
             .runtime
             .create_container(sandbox_id, &config, sandbox)
@@ -1211,7 +1240,10 @@ impl<R: Runtime + 'static, I: Images + 'static> Kubelet<R, I> {
                     &messages::pulling(image),
                 );
                 let t0 = Instant::now();
-                match self.images.pull(image).await {
+                // The pod's imagePullSecrets, tried before the node's own
+                // credentials.
+                let secrets = self.volumes.pull_secrets(pod).await;
+                match self.images.pull_with(image, &secrets).await {
                     Ok(id) => {
                         let took = t0.elapsed();
                         event(

@@ -83,14 +83,14 @@ pub fn setup(pods_dir: &Path, plan: &PodPlan) -> Result<BTreeMap<String, VolumeP
             }
             VolumePlan::Files {
                 plugin,
-                tmpfs_size,
+                medium,
                 payload,
                 nested,
                 ..
             } => {
                 let dir = volume_dir(&pod_dir, plugin, name);
                 let meta = meta_dir(&pod_dir, &format!("wrapped_{name}"));
-                setup_files(&dir, &meta, *tmpfs_size, payload, nested, plan.fs_group)
+                setup_files(&dir, &meta, *medium, payload, nested, plan.fs_group)
                     .map_err(|e| fail(name, e))?;
                 // Upstream mounts downward API and projected volumes read-only.
                 VolumePath {
@@ -98,6 +98,10 @@ pub fn setup(pods_dir: &Path, plan: &PodPlan) -> Result<BTreeMap<String, VolumeP
                     read_only: true,
                 }
             }
+            VolumePlan::Kept { plugin, .. } => VolumePath {
+                host_path: volume_dir(&pod_dir, plugin, name),
+                read_only: true,
+            },
         };
         out.insert(name.to_string(), path);
     }
@@ -192,18 +196,19 @@ fn setup_empty_dir(dir: &Path, meta: &Path, medium: Medium, fs_group: Option<u32
     Ok(true)
 }
 
-/// A downward API or projected volume: a tmpfs, the nested mount point
-/// directories, then the payload through the atomic writer with fsGroup
-/// ownership applied before publishing. A first setup that fails is undone.
+/// A file volume (downward API, projected, secret, configMap): its wrapped
+/// emptyDir, the nested mount point directories, then the payload through
+/// the atomic writer with fsGroup ownership applied before publishing. A
+/// first setup that fails is undone.
 fn setup_files(
     dir: &Path,
     meta: &Path,
-    tmpfs_size: Option<u64>,
+    medium: Medium,
     payload: &BTreeMap<String, FileProjection>,
     nested: &[String],
     fs_group: Option<u32>,
 ) -> Result<()> {
-    let fresh = setup_empty_dir(dir, meta, Medium::Memory { size: tmpfs_size }, fs_group)?;
+    let fresh = setup_empty_dir(dir, meta, medium, fs_group)?;
     let res = (|| -> Result<()> {
         for n in nested {
             mkdir_all(&dir.join(n), 0o755).context("unable to create nested volume mountpoints")?;

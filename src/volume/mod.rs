@@ -1,16 +1,19 @@
-//! Volumes that need no API server: emptyDir (disk, or tmpfs for
-//! `medium: Memory`), hostPath with its type checks, downwardAPI volumes and
-//! projected volumes made of downwardAPI sources. configMap, secret and the
-//! other API-backed sources fail with [`VolumeError::NeedsApiServer`] until
-//! the API-server source exists; every other type is
+//! Volumes: emptyDir (disk, or tmpfs for `medium: Memory`), hostPath with
+//! its type checks, downwardAPI volumes, and for pods from the API server
+//! configMap, secret and projected volumes (configMap, secret, downwardAPI
+//! and serviceAccountToken sources) from the [`crate::objects`] manager
+//! (see [`api`]). Static pods referencing API objects fail with
+//! [`VolumeError::NeedsApiServer`], as upstream; every other type is
 //! [`VolumeError::Unsupported`].
 //!
 //! Layout as upstream, under `<pods_dir>/<uid>/`:
 //! - `volumes/kubernetes.io~empty-dir/<name>` (a tmpfs mount for Memory)
 //! - `volumes/kubernetes.io~downward-api/<name>`,
-//!   `volumes/kubernetes.io~projected/<name>`: a tmpfs holding the files in
+//!   `volumes/kubernetes.io~projected/<name>`,
+//!   `volumes/kubernetes.io~secret/<name>`: a tmpfs holding the files in
 //!   the atomic writer's layout (`..data` -> timestamped dir, visible
-//!   symlinks), see [`atomic`]
+//!   symlinks), see [`atomic`]; `volumes/kubernetes.io~configmap/<name>`:
+//!   the same on disk, as upstream
 //! - `plugins/kubernetes.io~empty-dir/<name>/ready` (and `wrapped_<name>`
 //!   for file volumes): set-up markers, as upstream's.
 //!
@@ -21,6 +24,7 @@
 //! [`VolumeManager::cleanup_orphans`] (after a restart) and
 //! [`VolumeManager::usage`] with [`exceeds_size_limit`] for `sizeLimit`.
 
+pub mod api;
 pub mod atomic;
 pub mod downward;
 mod host;
@@ -29,10 +33,12 @@ pub mod plan;
 pub use plan::{exceeds_size_limit, SizeLimitExceeded};
 
 use crate::api::core::Pod;
+use crate::objects::ObjectManager;
 use crate::runtime::convert::{Allocatable, VolumePath};
 use anyhow::Context;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 /// What the node contributes to volume setup.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -134,9 +140,20 @@ pub struct OrphanCleanup {
 /// so a new manager over the same directory (after a restart) picks up
 /// where the last one stopped. Calls for the same pod must not overlap (the
 /// pod worker serialises them).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct VolumeManager {
     pods_dir: PathBuf,
+    /// The API objects of pods from the API server.
+    objects: Option<Rc<ObjectManager>>,
+}
+
+impl std::fmt::Debug for VolumeManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VolumeManager")
+            .field("pods_dir", &self.pods_dir)
+            .field("objects", &self.objects.is_some())
+            .finish()
+    }
 }
 
 fn valid_uid(uid: &str) -> bool {
@@ -148,6 +165,38 @@ impl VolumeManager {
     pub fn new(pods_dir: impl Into<PathBuf>) -> Self {
         VolumeManager {
             pods_dir: pods_dir.into(),
+            objects: None,
+        }
+    }
+
+    /// Serves API-backed volumes (and env, pull secrets) from `objects`.
+    pub fn with_objects(mut self, objects: Rc<ObjectManager>) -> Self {
+        self.objects = Some(objects);
+        self
+    }
+
+    pub fn objects(&self) -> Option<&Rc<ObjectManager>> {
+        self.objects.as_ref()
+    }
+
+    /// What the API server contributes to a container's environment (see
+    /// [`ObjectManager::env_inputs`]); `None` without an object manager.
+    pub async fn env_inputs(
+        &self,
+        pod: &Pod,
+        c: &crate::api::core::Container,
+    ) -> Option<crate::runtime::convert::ApiEnv> {
+        match &self.objects {
+            Some(o) => o.env_inputs(pod, c).await,
+            None => None,
+        }
+    }
+
+    /// The pod's imagePullSecrets as registry credentials.
+    pub async fn pull_secrets(&self, pod: &Pod) -> Vec<crate::image::auth::DockerConfig> {
+        match &self.objects {
+            Some(o) => o.pull_secrets(pod).await,
+            None => Vec::new(),
         }
     }
 
@@ -170,9 +219,47 @@ impl VolumeManager {
         pod: &Pod,
         ctx: &VolumeContext,
     ) -> Result<BTreeMap<String, VolumePath>, VolumeError> {
-        let plan = plan::plan_pod(pod, ctx)?;
+        let mut data = match &self.objects {
+            Some(o) => api::fetch(o, pod).await,
+            None => api::ApiData::default(),
+        };
+        let plan = loop {
+            match plan::plan_pod_with(pod, ctx, &data) {
+                Ok(p) => break p,
+                Err(VolumeError::SetUp { volume, message })
+                    if !data.keep.contains(&volume) && self.was_set_up(pod, &volume) =>
+                {
+                    // A running pod keeps what it has (upstream keeps the
+                    // mounted volume); the next sync tries again.
+                    log::warn!(
+                        "pod {}/{}: MountVolume.SetUp failed for volume {volume:?} : {message}; \
+                         keeping its current contents",
+                        pod.metadata.namespace.as_deref().unwrap_or(""),
+                        pod.metadata.name.as_deref().unwrap_or("")
+                    );
+                    data.keep.insert(volume);
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        drop(data);
         let pods_dir = self.pods_dir.clone();
         smol::unblock(move || host::setup(&pods_dir, &plan)).await
+    }
+
+    /// Whether the pod's API-backed file volume `name` was set up before
+    /// (its `..data` exists).
+    fn was_set_up(&self, pod: &Pod, name: &str) -> bool {
+        let uid = pod.metadata.uid.as_deref().unwrap_or("");
+        if !valid_uid(uid) || name.is_empty() || name.contains('/') {
+            return false;
+        }
+        let vols = self.pod_dir(uid).join("volumes");
+        [plan::CONFIG_MAP, plan::SECRET, plan::PROJECTED]
+            .iter()
+            .any(|p| {
+                std::fs::symlink_metadata(vols.join(p).join(name).join(atomic::DATA_DIR)).is_ok()
+            })
     }
 
     async fn remove(&self, uid: &str, parts: &'static [&'static str]) -> Result<(), TeardownError> {
@@ -211,6 +298,9 @@ impl VolumeManager {
     /// containers and sandbox are gone. Idempotent; on error the rest was
     /// still done and a later call retries.
     pub async fn teardown_pod(&self, uid: &str) -> Result<(), TeardownError> {
+        if let Some(o) = &self.objects {
+            o.unregister_pod(uid);
+        }
         self.remove(uid, &[]).await
     }
 
@@ -218,12 +308,18 @@ impl VolumeManager {
     /// keeping its other files: for a pod that finished but stays known
     /// (upstream unmounts a terminated pod's volumes).
     pub async fn teardown_volumes(&self, uid: &str) -> Result<(), TeardownError> {
+        if let Some(o) = &self.objects {
+            o.unregister_pod(uid);
+        }
         self.remove(uid, &["volumes", "plugins"]).await
     }
 
     /// Tears down every pod directory whose uid is not in `known` (pods
     /// that went away while picolet was not running).
     pub async fn cleanup_orphans(&self, known: &BTreeSet<String>) -> OrphanCleanup {
+        if let Some(o) = &self.objects {
+            o.retain_pods(known);
+        }
         let dir = self.pods_dir.clone();
         let listed = smol::unblock(move || -> anyhow::Result<Vec<String>> {
             let rd = match std::fs::read_dir(&dir) {

@@ -2,6 +2,7 @@
 //! volume kinds picolet can run without an API server, tmpfs sizes, the
 //! hostPath type check table, downward API payloads, nested mount points.
 
+use super::api::{self, ApiData};
 use super::atomic::FileProjection;
 use super::downward::{self, file_mode, DEFAULT_MODE};
 use super::{VolumeContext, VolumeError};
@@ -16,6 +17,8 @@ use std::path::PathBuf;
 pub const EMPTY_DIR: &str = "kubernetes.io~empty-dir";
 pub const DOWNWARD_API: &str = "kubernetes.io~downward-api";
 pub const PROJECTED: &str = "kubernetes.io~projected";
+pub const CONFIG_MAP: &str = "kubernetes.io~configmap";
+pub const SECRET: &str = "kubernetes.io~secret";
 
 /// Where an emptyDir lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -164,15 +167,21 @@ pub enum VolumePlan {
         path: PathBuf,
         kind: HostPathType,
     },
-    /// A downwardAPI or projected volume: a tmpfs (upstream wraps a Memory
-    /// emptyDir) holding `payload` through the atomic writer, with the
-    /// `nested` mount point directories other volumes need inside it.
+    /// A downwardAPI, projected, secret or configMap volume: a wrapped
+    /// emptyDir (tmpfs, on disk for configMaps as upstream) holding
+    /// `payload` through the atomic writer, with the `nested` mount point
+    /// directories other volumes need inside it.
     Files {
         name: String,
         plugin: &'static str,
-        tmpfs_size: Option<u64>,
+        medium: Medium,
         payload: BTreeMap<String, FileProjection>,
         nested: Vec<String>,
+    },
+    /// A file volume set up before, left as it is (see [`ApiData::keep`]).
+    Kept {
+        name: String,
+        plugin: &'static str,
     },
 }
 
@@ -181,8 +190,19 @@ impl VolumePlan {
         match self {
             VolumePlan::EmptyDir { name, .. }
             | VolumePlan::HostPath { name, .. }
-            | VolumePlan::Files { name, .. } => name,
+            | VolumePlan::Files { name, .. }
+            | VolumePlan::Kept { name, .. } => name,
         }
+    }
+}
+
+/// The plugin directory of an API-backed file volume kind.
+pub fn api_plugin(kind: &str) -> Option<&'static str> {
+    match kind {
+        "configMap" => Some(CONFIG_MAP),
+        "secret" => Some(SECRET),
+        "projected" => Some(PROJECTED),
+        _ => None,
     }
 }
 
@@ -339,9 +359,28 @@ fn unsupported(volume: &str, message: impl Into<String>) -> VolumeError {
     }
 }
 
+fn setup_err(volume: &str, message: impl Into<String>) -> VolumeError {
+    VolumeError::SetUp {
+        volume: volume.to_string(),
+        message: message.into(),
+    }
+}
+
 /// Plans every volume of the pod, or says why the pod's volumes cannot be
-/// set up (checked before anything touches the host).
+/// set up (checked before anything touches the host), without API
+/// objects.
 pub fn plan_pod(pod: &Pod, ctx: &VolumeContext) -> Result<PodPlan, VolumeError> {
+    plan_pod_with(pod, ctx, &ApiData::default())
+}
+
+/// [`plan_pod`] with the configMaps, secrets and tokens fetched for the
+/// pod. A missing object or a bad payload is a set-up failure (upstream's
+/// FailedMount, retried), not a spec error.
+pub fn plan_pod_with(
+    pod: &Pod,
+    ctx: &VolumeContext,
+    data: &ApiData,
+) -> Result<PodPlan, VolumeError> {
     let uid = pod.metadata.uid.clone().unwrap_or_default();
     if !safe_component(&uid) {
         return Err(invalid("", format!("pod has an unusable uid {uid:?}")));
@@ -382,6 +421,13 @@ pub fn plan_pod(pod: &Pod, ctx: &VolumeContext) -> Result<PodPlan, VolumeError> 
         }
         // API defaulting: a volume with no source is an emptyDir.
         let kind = kinds.first().copied().unwrap_or("emptyDir");
+        if let Some(plugin) = api_plugin(kind).filter(|_| data.keep.contains(name)) {
+            volumes.push(VolumePlan::Kept {
+                name: name.into(),
+                plugin,
+            });
+            continue;
+        }
         let plan = match kind {
             "emptyDir" => {
                 let src = v.empty_dir.as_ref();
@@ -447,7 +493,15 @@ pub fn plan_pod(pod: &Pod, ctx: &VolumeContext) -> Result<PodPlan, VolumeError> 
                     mode,
                 )
                 .map_err(|e| invalid(name, e))?;
-                files_plan(pod, name, DOWNWARD_API, payload, ctx, &pod_memory_limit)?
+                files_plan(
+                    pod,
+                    name,
+                    DOWNWARD_API,
+                    payload,
+                    ctx,
+                    &pod_memory_limit,
+                    false,
+                )?
             }
             "projected" => {
                 let Some(src) = v.projected.as_ref() else {
@@ -456,15 +510,71 @@ pub fn plan_pod(pod: &Pod, ctx: &VolumeContext) -> Result<PodPlan, VolumeError> 
                 let mode = file_mode(src.default_mode.unwrap_or(DEFAULT_MODE), "defaultMode")
                     .map_err(|e| invalid(name, e))?;
                 let mut payload = BTreeMap::new();
+                let mut errs: Vec<String> = Vec::new();
                 for (i, s) in src.sources.iter().flatten().enumerate() {
                     if let Some(c) = &s.config_map {
-                        return Err(needs_api(name, format!("configMap {ns}/{}", c.name)));
+                        if !data.available {
+                            return Err(needs_api(name, format!("configMap {ns}/{}", c.name)));
+                        }
+                        let optional = c.optional.unwrap_or(false);
+                        let empty = crate::api::core::ConfigMap::default();
+                        let files =
+                            api::lookup(&data.config_maps, &c.name, optional).and_then(|cm| {
+                                api::config_map_payload(
+                                    c.items.as_deref().unwrap_or(&[]),
+                                    cm.unwrap_or(&empty),
+                                    mode,
+                                    optional,
+                                )
+                            });
+                        match files {
+                            Ok(f) => payload.extend(f),
+                            Err(e) => errs.push(e),
+                        }
+                        continue;
                     }
                     if let Some(c) = &s.secret {
-                        return Err(needs_api(name, format!("secret {ns}/{}", c.name)));
+                        if !data.available {
+                            return Err(needs_api(name, format!("secret {ns}/{}", c.name)));
+                        }
+                        let optional = c.optional.unwrap_or(false);
+                        let empty = crate::api::core::Secret::default();
+                        let files = api::lookup(&data.secrets, &c.name, optional).and_then(|s| {
+                            api::secret_payload(
+                                c.items.as_deref().unwrap_or(&[]),
+                                s.unwrap_or(&empty),
+                                mode,
+                                optional,
+                            )
+                        });
+                        match files {
+                            Ok(f) => payload.extend(f),
+                            Err(e) => errs.push(e),
+                        }
+                        continue;
                     }
-                    if s.service_account_token.is_some() {
-                        return Err(needs_api(name, "a service account token".into()));
+                    if let Some(t) = &s.service_account_token {
+                        if !data.available {
+                            return Err(needs_api(name, "a service account token".into()));
+                        }
+                        // With fsGroup the ownership change makes it 0640.
+                        let tmode = if fs_group.is_some() { 0o600 } else { mode };
+                        match data.tokens.get(&(name.to_string(), i)) {
+                            Some(Ok(tok)) => {
+                                let path = super::atomic::clean_path(&t.path)
+                                    .map_err(|e| invalid(name, e))?;
+                                payload.insert(
+                                    path,
+                                    FileProjection {
+                                        data: tok.clone().into_bytes(),
+                                        mode: tmode,
+                                    },
+                                );
+                            }
+                            Some(Err(e)) => errs.push(e.clone()),
+                            None => errs.push("service account token was not fetched".into()),
+                        }
+                        continue;
                     }
                     if let Some(c) = &s.cluster_trust_bundle {
                         let which = c
@@ -472,12 +582,27 @@ pub fn plan_pod(pod: &Pod, ctx: &VolumeContext) -> Result<PodPlan, VolumeError> 
                             .clone()
                             .or_else(|| c.signer_name.as_ref().map(|s| format!("signer {s}")))
                             .unwrap_or_default();
-                        return Err(needs_api(name, format!("clusterTrustBundle {which:?}")));
+                        if !data.available {
+                            return Err(needs_api(name, format!("clusterTrustBundle {which:?}")));
+                        }
+                        return Err(unsupported(
+                            name,
+                            format!("clusterTrustBundle {which:?} projections are not supported by picolet"),
+                        ));
                     }
                     if let Some(c) = &s.pod_certificate {
-                        return Err(needs_api(
+                        if !data.available {
+                            return Err(needs_api(
+                                name,
+                                format!("a pod certificate from signer {:?}", c.signer_name),
+                            ));
+                        }
+                        return Err(unsupported(
                             name,
-                            format!("a pod certificate from signer {:?}", c.signer_name),
+                            format!(
+                                "pod certificate projections (signer {:?}) are not supported by picolet",
+                                c.signer_name
+                            ),
                         ));
                     }
                     let Some(d) = &s.downward_api else {
@@ -495,19 +620,57 @@ pub fn plan_pod(pod: &Pod, ctx: &VolumeContext) -> Result<PodPlan, VolumeError> 
                     .map_err(|e| invalid(name, format!("sources[{i}].downwardAPI.{e}")))?;
                     payload.extend(files);
                 }
-                files_plan(pod, name, PROJECTED, payload, ctx, &pod_memory_limit)?
+                if !errs.is_empty() {
+                    return Err(setup_err(name, api::aggregate(&errs)));
+                }
+                files_plan(pod, name, PROJECTED, payload, ctx, &pod_memory_limit, false)?
             }
             "configMap" => {
-                let c = v.config_map.as_ref().map(|c| c.name.as_str()).unwrap_or("");
-                return Err(needs_api(name, format!("configMap {ns}/{c}")));
+                let Some(c) = v.config_map.as_ref() else {
+                    return Err(invalid(name, "configMap source missing"));
+                };
+                if !data.available {
+                    return Err(needs_api(name, format!("configMap {ns}/{}", c.name)));
+                }
+                let mode = file_mode(c.default_mode.unwrap_or(DEFAULT_MODE), "defaultMode")
+                    .map_err(|e| invalid(name, e))?;
+                let optional = c.optional.unwrap_or(false);
+                let empty = crate::api::core::ConfigMap::default();
+                let payload = api::lookup(&data.config_maps, &c.name, optional)
+                    .and_then(|cm| {
+                        api::config_map_payload(
+                            c.items.as_deref().unwrap_or(&[]),
+                            cm.unwrap_or(&empty),
+                            mode,
+                            optional,
+                        )
+                    })
+                    .map_err(|e| setup_err(name, e))?;
+                files_plan(pod, name, CONFIG_MAP, payload, ctx, &pod_memory_limit, true)?
             }
             "secret" => {
-                let s = v
-                    .secret
-                    .as_ref()
-                    .and_then(|s| s.secret_name.as_deref())
-                    .unwrap_or("");
-                return Err(needs_api(name, format!("secret {ns}/{s}")));
+                let Some(src) = v.secret.as_ref() else {
+                    return Err(invalid(name, "secret source missing"));
+                };
+                let sname = src.secret_name.as_deref().unwrap_or("");
+                if !data.available {
+                    return Err(needs_api(name, format!("secret {ns}/{sname}")));
+                }
+                let mode = file_mode(src.default_mode.unwrap_or(DEFAULT_MODE), "defaultMode")
+                    .map_err(|e| invalid(name, e))?;
+                let optional = src.optional.unwrap_or(false);
+                let empty = crate::api::core::Secret::default();
+                let payload = api::lookup(&data.secrets, sname, optional)
+                    .and_then(|s| {
+                        api::secret_payload(
+                            src.items.as_deref().unwrap_or(&[]),
+                            s.unwrap_or(&empty),
+                            mode,
+                            optional,
+                        )
+                    })
+                    .map_err(|e| setup_err(name, e))?;
+                files_plan(pod, name, SECRET, payload, ctx, &pod_memory_limit, false)?
             }
             other => {
                 return Err(unsupported(
@@ -532,12 +695,20 @@ fn files_plan(
     payload: BTreeMap<String, FileProjection>,
     ctx: &VolumeContext,
     pod_memory_limit: &dyn Fn() -> Result<i64, String>,
+    on_disk: bool,
 ) -> Result<VolumePlan, VolumeError> {
-    let pod_limit = pod_memory_limit().map_err(|e| invalid(name, e))?;
+    let medium = if on_disk {
+        Medium::Disk
+    } else {
+        let pod_limit = pod_memory_limit().map_err(|e| invalid(name, e))?;
+        Medium::Memory {
+            size: tmpfs_size(ctx.allocatable.memory, pod_limit, None),
+        }
+    };
     Ok(VolumePlan::Files {
         name: name.into(),
         plugin,
-        tmpfs_size: tmpfs_size(ctx.allocatable.memory, pod_limit, None),
+        medium,
         payload,
         nested: nested_mountpoints(pod, name).map_err(|e| invalid(name, e))?,
     })
@@ -896,14 +1067,19 @@ mod tests {
         let VolumePlan::Files {
             plugin,
             payload,
-            tmpfs_size,
+            medium,
             ..
         } = &plan.volumes[0]
         else {
             panic!()
         };
         assert_eq!(*plugin, PROJECTED);
-        assert_eq!(*tmpfs_size, Some(128 * MI as u64));
+        assert_eq!(
+            *medium,
+            Medium::Memory {
+                size: Some(128 * MI as u64)
+            }
+        );
         assert_eq!(payload["name"].data, b"p");
         assert_eq!(payload["sub/uid"].data, b"uid-1");
         assert_eq!(payload["name"].mode, 0o440);
@@ -1031,5 +1207,167 @@ mod tests {
         let e = exceeds_size_limit(&p, &usage(&[("mem", 3 << 20)])).unwrap();
         assert_eq!(e.volume, "mem");
         assert_eq!(e.used, 3 << 20);
+    }
+
+    fn api_pod(volumes: serde_json::Value, fs_group: Option<i64>) -> Pod {
+        let mut p: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p", "namespace": "ns", "uid": "uid-1"},
+            "spec": {"containers": [{"name": "c"}], "volumes": volumes}
+        }))
+        .unwrap();
+        if let Some(g) = fs_group {
+            p.spec.as_mut().unwrap().security_context = Some(PodSecurityContext {
+                fs_group: Some(g),
+                ..Default::default()
+            });
+        }
+        p
+    }
+
+    fn data() -> ApiData {
+        use crate::objects::GetError;
+        use std::rc::Rc;
+        let cm: crate::api::core::ConfigMap = serde_json::from_value(serde_json::json!({
+            "data": {"app.conf": "v1"}, "binaryData": {"b": "AAE="}
+        }))
+        .unwrap();
+        let secret: crate::api::core::Secret = serde_json::from_value(serde_json::json!({
+            "data": {"pass": "czNjcmV0"}
+        }))
+        .unwrap();
+        let mut d = ApiData {
+            available: true,
+            ..Default::default()
+        };
+        d.config_maps.insert("app".into(), Ok(Rc::new(cm)));
+        d.config_maps.insert(
+            "gone".into(),
+            Err(GetError::NotFound("configmap \"gone\" not found".into())),
+        );
+        d.secrets.insert("db".into(), Ok(Rc::new(secret)));
+        d.secrets.insert(
+            "gone".into(),
+            Err(GetError::NotFound("secret \"gone\" not found".into())),
+        );
+        d.tokens.insert(("tok".into(), 0), Ok("jwt".into()));
+        d.tokens.insert(
+            ("bad".into(), 0),
+            Err("failed to fetch token: 404 NotFound: serviceaccounts \"sa\" not found".into()),
+        );
+        d
+    }
+
+    fn files(
+        plan: &PodPlan,
+        i: usize,
+    ) -> (&'static str, Medium, &BTreeMap<String, FileProjection>) {
+        match &plan.volumes[i] {
+            VolumePlan::Files {
+                plugin,
+                medium,
+                payload,
+                ..
+            } => (plugin, *medium, payload),
+            v => panic!("{v:?}"),
+        }
+    }
+
+    #[test]
+    fn plans_api_volumes() {
+        let p = api_pod(
+            serde_json::json!([
+                {"name": "cfg", "configMap": {"name": "app"}},
+                {"name": "sec", "secret": {"secretName": "db", "defaultMode": 256,
+                    "items": [{"key": "pass", "path": "db/pass", "mode": 288}]}},
+                {"name": "opt", "configMap": {"name": "gone", "optional": true}},
+                {"name": "tok", "projected": {"defaultMode": 420, "sources": [
+                    {"serviceAccountToken": {"path": "token"}},
+                    {"configMap": {"name": "app", "items": [{"key": "app.conf", "path": "ca.crt"}]}},
+                    {"secret": {"name": "gone", "optional": true}},
+                    {"downwardAPI": {"items": [{"path": "namespace",
+                        "fieldRef": {"fieldPath": "metadata.namespace"}}]}}]}}
+            ]),
+            Some(2000),
+        );
+        let plan = plan_pod_with(&p, &ctx(), &data()).unwrap();
+        let (plugin, medium, payload) = files(&plan, 0);
+        assert_eq!((plugin, medium), (CONFIG_MAP, Medium::Disk));
+        assert_eq!(payload["app.conf"].data, b"v1");
+        assert_eq!(payload["b"].data, vec![0, 1]);
+        let (plugin, medium, payload) = files(&plan, 1);
+        assert_eq!(plugin, SECRET);
+        assert!(matches!(medium, Medium::Memory { .. }), "secrets on tmpfs");
+        assert_eq!(payload.keys().collect::<Vec<_>>(), ["db/pass"]);
+        assert_eq!(payload["db/pass"].mode, 0o440);
+        let (_, _, payload) = files(&plan, 2);
+        assert!(payload.is_empty(), "optional and missing: empty");
+        let (plugin, medium, payload) = files(&plan, 3);
+        assert_eq!(plugin, PROJECTED);
+        assert!(matches!(medium, Medium::Memory { .. }));
+        assert_eq!(payload["token"].data, b"jwt");
+        assert_eq!(
+            payload["token"].mode, 0o600,
+            "fsGroup: 0600, group read added later"
+        );
+        assert_eq!(payload["ca.crt"].mode, 0o644);
+        assert_eq!(payload["namespace"].data, b"ns");
+    }
+
+    #[test]
+    fn api_volume_failures_are_set_up_errors() {
+        let err = |vols: serde_json::Value| {
+            plan_pod_with(&api_pod(vols, None), &ctx(), &data()).unwrap_err()
+        };
+        let e = err(serde_json::json!([{"name": "cfg", "configMap": {"name": "gone"}}]));
+        assert_eq!(
+            e.to_string(),
+            "MountVolume.SetUp failed for volume \"cfg\" : configmap \"gone\" not found"
+        );
+        assert_eq!(e.waiting_reason(), "ContainerCreating");
+        let e = err(
+            serde_json::json!([{"name": "s", "secret": {"secretName": "db",
+            "items": [{"key": "nope", "path": "x"}]}}]),
+        );
+        assert!(
+            e.to_string()
+                .ends_with("references non-existent secret key: nope"),
+            "{e}"
+        );
+        let e = err(
+            serde_json::json!([{"name": "s", "secret": {"secretName": "db",
+            "items": [{"key": "pass", "path": "../x"}]}}]),
+        );
+        assert!(e.to_string().contains("must not contain '..'"), "{e}");
+        let e = err(
+            serde_json::json!([{"name": "bad", "projected": {"sources": [
+            {"serviceAccountToken": {"path": "token"}},
+            {"configMap": {"name": "gone"}}]}}]),
+        );
+        assert_eq!(
+            e.to_string(),
+            "MountVolume.SetUp failed for volume \"bad\" : [failed to fetch token: 404 NotFound: \
+             serviceaccounts \"sa\" not found, configmap \"gone\" not found]"
+        );
+        // Set up before: kept as it is.
+        let mut d = data();
+        d.keep.insert("cfg".into());
+        let p = api_pod(
+            serde_json::json!([{"name": "cfg", "configMap": {"name": "gone"}}]),
+            None,
+        );
+        assert_eq!(
+            plan_pod_with(&p, &ctx(), &d).unwrap().volumes,
+            vec![VolumePlan::Kept {
+                name: "cfg".into(),
+                plugin: CONFIG_MAP
+            }]
+        );
+        // Without API objects (a static pod): refused as before.
+        let p = api_pod(
+            serde_json::json!([{"name": "cfg", "configMap": {"name": "app"}}]),
+            None,
+        );
+        let e = plan_pod_with(&p, &ctx(), &ApiData::default()).unwrap_err();
+        assert!(matches!(e, VolumeError::NeedsApiServer { .. }), "{e:?}");
     }
 }

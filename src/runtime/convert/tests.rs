@@ -966,3 +966,162 @@ fn whole_container_config() {
     let stranger: Container = serde_json::from_value(json!({"name": "other"})).unwrap();
     assert!(container_config(&p, &stranger, &node(), &inputs).is_err());
 }
+
+// --- env from the API server ------------------------------------------------
+
+fn api_env() -> ApiEnv {
+    let cm: ConfigMap = serde_json::from_value(json!({
+        "metadata": {"name": "cfg"},
+        "data": {"LEVEL": "debug", "1bad": "x", "app.conf": "a=1", "SHARED": "from-cm"},
+        "binaryData": {"BIN": "AAE="}
+    }))
+    .unwrap();
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "db"},
+        "data": {"user": "YWRtaW4=", "pass": "czNjcmV0", "SHARED": "ZnJvbS1zZWNyZXQ="}
+    }))
+    .unwrap();
+    let mut a = ApiEnv {
+        api_objects: true,
+        ..Default::default()
+    };
+    a.config_maps.insert("cfg".into(), Ok(Rc::new(cm)));
+    a.config_maps.insert(
+        "gone".into(),
+        Err(GetError::NotFound("configmap \"gone\" not found".into())),
+    );
+    a.secrets.insert("db".into(), Ok(Rc::new(secret)));
+    a.secrets.insert(
+        "gone".into(),
+        Err(GetError::NotFound("secret \"gone\" not found".into())),
+    );
+    a.services = Ok([
+        ("KUBERNETES_SERVICE_HOST", "10.96.0.1"),
+        ("MY_SVC_SERVICE_HOST", "10.96.0.7"),
+        ("LEVEL", "from-service"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect());
+    a
+}
+
+fn env_of(spec: Value, api: Option<&ApiEnv>) -> Result<EnvOutcome, ConfigError> {
+    let p = pod(json!({"spec": {"containers": [spec]}}));
+    let c = p.spec.as_ref().unwrap().containers[0].clone();
+    container_env_with(&p, &c, &node(), &[], api)
+}
+
+#[test]
+fn env_from_config_maps_secrets_and_services_in_upstream_order() {
+    let api = api_env();
+    let out = env_of(
+        json!({"name": "c", "image": "x",
+            "envFrom": [
+                {"configMapRef": {"name": "cfg"}},
+                {"secretRef": {"name": "db"}, "prefix": "DB_"},
+                {"secretRef": {"name": "db"}},
+                {"configMapRef": {"name": "gone", "optional": true}}],
+            "env": [
+                {"name": "A", "valueFrom": {"configMapKeyRef": {"name": "cfg", "key": "LEVEL"}}},
+                {"name": "B", "valueFrom": {"secretKeyRef": {"name": "db", "key": "user"}}},
+                {"name": "C", "valueFrom": {"configMapKeyRef": {"name": "cfg", "key": "nope", "optional": true}}},
+                {"name": "D", "valueFrom": {"secretKeyRef": {"name": "gone", "key": "k", "optional": true}}},
+                {"name": "E", "value": "$(DB_pass)/$(MY_SVC_SERVICE_HOST)/$(LEVEL)"},
+                {"name": "DB_user", "value": "override"}]}),
+        Some(&api),
+    )
+    .unwrap();
+    let get = |k: &str| {
+        out.env
+            .iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.as_str())
+    };
+    assert_eq!(get("LEVEL"), Some("debug"), "envFrom wins over services");
+    assert_eq!(get("app.conf"), Some("a=1"));
+    assert_eq!(get("1bad"), None, "invalid names are skipped");
+    assert_eq!(get("BIN"), None, "binaryData is not env");
+    assert_eq!(get("SHARED"), Some("from-secret"), "later envFrom wins");
+    assert_eq!(get("DB_user"), Some("override"), "env wins over envFrom");
+    assert_eq!(get("DB_pass"), Some("s3cret"));
+    assert_eq!(get("A"), Some("debug"));
+    assert_eq!(get("B"), Some("admin"));
+    assert_eq!(get("C"), None, "optional missing key: unset");
+    assert_eq!(get("D"), None, "optional missing secret: unset");
+    assert_eq!(get("E"), Some("s3cret/10.96.0.7/debug"));
+    assert_eq!(get("KUBERNETES_SERVICE_HOST"), Some("10.96.0.1"));
+    // envFrom first, then env, then the remaining service variables.
+    let names: Vec<&str> = out.env.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names[0], "LEVEL");
+    assert_eq!(
+        &names[names.len() - 2..],
+        ["KUBERNETES_SERVICE_HOST", "MY_SVC_SERVICE_HOST"]
+    );
+    assert_eq!(
+        out.warnings,
+        ["Keys [1bad] from the EnvFrom configMap ns1/cfg were skipped since they are considered invalid environment variable names."]
+    );
+}
+
+#[test]
+fn env_reference_errors_as_upstream() {
+    let api = api_env();
+    let e = |spec: Value| env_of(spec, Some(&api)).unwrap_err().0;
+    assert_eq!(
+        e(json!({"name": "c", "env": [{"name": "X",
+            "valueFrom": {"secretKeyRef": {"name": "gone", "key": "k"}}}]})),
+        "secret \"gone\" not found"
+    );
+    assert_eq!(
+        e(json!({"name": "c", "envFrom": [{"configMapRef": {"name": "gone"}}]})),
+        "configmap \"gone\" not found"
+    );
+    assert_eq!(
+        e(json!({"name": "c", "env": [{"name": "X",
+            "valueFrom": {"configMapKeyRef": {"name": "cfg", "key": "nope"}}}]})),
+        "couldn't find key nope in ConfigMap ns1/cfg"
+    );
+    assert_eq!(
+        e(json!({"name": "c", "env": [{"name": "X",
+            "valueFrom": {"secretKeyRef": {"name": "db", "key": "nope"}}}]})),
+        "couldn't find key nope in Secret ns1/db"
+    );
+    let mut unsynced = api_env();
+    unsynced.services =
+        Err("services have not yet been read at least once, cannot construct envvars".into());
+    assert!(env_of(json!({"name": "c"}), Some(&unsynced))
+        .unwrap_err()
+        .0
+        .starts_with("services have not yet been read"));
+    // Static pods (no API objects): the references fail as before.
+    let static_pod = ApiEnv::default();
+    assert_eq!(
+        env_of(
+            json!({"name": "c", "envFrom": [{"secretRef": {"name": "db"}}]}),
+            Some(&static_pod)
+        )
+        .unwrap_err()
+        .0,
+        "couldn't get secret ns1/db, no kubeClient defined"
+    );
+}
+
+#[test]
+fn env_var_names_as_upstream() {
+    for ok in [
+        "A",
+        "a.b",
+        "-x",
+        "_",
+        "my.env-name",
+        "MY_ENV.NAME",
+        "MyEnvName1",
+        ".x",
+    ] {
+        assert!(is_env_var_name(ok), "{ok}");
+    }
+    for bad in ["", "1a", "a b", "a=b", ".", "..", "..x", "é"] {
+        assert!(!is_env_var_name(bad), "{bad}");
+    }
+}
