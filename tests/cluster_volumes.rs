@@ -27,17 +27,13 @@ use sync_support::{Node, Opts, BUSYBOX, HTTPD};
 
 const TMPFS_MAGIC: i64 = 0x0102_1994;
 
-/// Disk thresholds low enough that a shared build machine's full disk
-/// does not reject the tests' pods (DiskPressure).
-const EVICTION: &str = "evictionHard:\n  memory.available: 100Mi\n  nodefs.available: 1%\n  imagefs.available: 1%\n  nodefs.inodesFree: 1%\n";
-
 fn member(n: u32, cp: &ControlPlane, extra: &str) -> (Node, PathBuf) {
     let name = format!("sync-node-{n}");
     cp.forget_node(&name);
     let kubeconfig = cp.node_kubeconfig(&name);
     let opts = Opts {
         kubeconfig: Some(kubeconfig.clone()),
-        extra: format!("{EVICTION}{extra}"),
+        extra: extra.to_string(),
         ..Opts::default()
     };
     let mut node = Node::new(n, opts);
