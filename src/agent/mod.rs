@@ -68,6 +68,9 @@ pub struct LocalApi<R> {
     pub runtime: Rc<R>,
     pub health: Rc<Health>,
     pub machine: Rc<MachineInfo>,
+    /// The node manager once picolet joined a cluster (its API client
+    /// makes the secure port's token and access reviews).
+    pub node: Rc<RefCell<Option<Rc<crate::node::NodeManager>>>>,
 }
 
 impl<R: Runtime> crate::server::Host for LocalApi<R> {
@@ -87,6 +90,12 @@ impl<R: Runtime> crate::server::Host for LocalApi<R> {
     }
     fn machine_info(&self) -> MachineInfo {
         (*self.machine).clone()
+    }
+    async fn container_status(&self, id: &str) -> Result<crate::runtime::ContainerStatus> {
+        Ok(self.runtime.container_status(id).await?)
+    }
+    fn api_client(&self) -> Option<Rc<crate::kube::Client>> {
+        self.node.borrow().as_ref().map(|n| n.client().clone())
     }
 }
 
@@ -229,13 +238,21 @@ impl Agent {
         let _gc = crate::rt::spawn(image_gc(self.images.clone(), pleg.clone()));
 
         let health = Health::new(pleg.clone(), kc.sync_frequency);
+        let node_slot: Rc<RefCell<Option<Rc<crate::node::NodeManager>>>> = Rc::default();
         let api = Rc::new(LocalApi {
             status: status.clone(),
             runtime: runtime.clone(),
             health: health.clone(),
             machine: self.machine.clone(),
+            node: node_slot.clone(),
         });
-        let _servers = crate::server::start(kc, api)?;
+        let _servers = crate::server::start(kc, api.clone())?;
+        let _secure = if kc.enable_server {
+            let o = crate::server::SecureOptions::from_config(&self.cfg, &self.node.node_ips)?;
+            Some(crate::server::listen_secure(o, api)?)
+        } else {
+            None
+        };
 
         let (stop_tx, stop_rx) = smol::channel::bounded(1);
         let mut signals =
@@ -258,7 +275,6 @@ impl Agent {
 
         // Node admission: against the Node as the API server has it once
         // picolet is a member, else the Node it would register.
-        let node_slot: Rc<RefCell<Option<Rc<crate::node::NodeManager>>>> = Rc::default();
         k.set_admission(admission(&self, node_slot.clone()));
 
         let joining = self.cfg.kubeconfig.clone();

@@ -1,12 +1,24 @@
-//! The local HTTP API (upstream pkg/kubelet/server): `/healthz` on
-//! `healthzBindAddress:healthzPort`, and on the read-only port (`address`:
-//! `readOnlyPort`, when set) `/healthz`, `/pods`, `/spec` and
-//! `/runningpods`.
+//! The kubelet's HTTP API (upstream pkg/kubelet/server):
+//! - `/healthz` on `healthzBindAddress:healthzPort`;
+//! - the read-only port (`address:readOnlyPort`, when set): `/healthz`,
+//!   `/pods`, `/spec`, `/runningpods`;
+//! - the secure port (`address:port`, TLS, authenticated and authorized):
+//!   the above plus `/configz`, `/containerLogs`, `/exec`, `/attach`,
+//!   `/portForward`, `/stats/summary`, `/metrics`, `/metrics/resource`,
+//!   `/metrics/probes`.
 //!
 //! A small HTTP/1.1 server on async-io: one task per connection on this
 //! thread's executor, keep-alive, bounded request heads and bodies, and
 //! timeouts for every read and write so a slow client holds nothing but
-//! its own connection slot (and is dropped when it dawdles).
+//! its own connection slot (and is dropped when it dawdles). Streams
+//! (logs, exec, attach, port-forward) apply back-pressure to their source
+//! instead of buffering.
+
+pub mod auth;
+pub mod cert;
+pub mod http1;
+pub mod logs;
+pub mod tls;
 
 use crate::api::core::{Container, Pod, PodSpec, PodStatus};
 use crate::api::meta::ObjectMeta;
@@ -14,14 +26,16 @@ use crate::runtime::{keys, ContainerState, SandboxState};
 use crate::stats::machine::MachineInfo;
 use anyhow::{Context, Result};
 use async_io::{Async, Timer};
-use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
+use futures_lite::{AsyncRead, AsyncWrite};
+use http1::{Next, Reply, Request};
+use rustls::pki_types::CertificateDer;
 use std::cell::Cell;
 use std::collections::BTreeMap;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-/// What the API shows; the sync loop provides it.
+/// What the API shows and does; the agent provides it.
 #[allow(async_fn_in_trait)]
 pub trait Host {
     /// The sync loop's health (upstream `SyncLoopHealthCheck`): `Err` with
@@ -36,6 +50,15 @@ pub trait Host {
     fn machine_info(&self) -> MachineInfo {
         crate::stats::machine::collect()
     }
+    /// A container's runtime status (log path, state).
+    async fn container_status(&self, id: &str) -> Result<crate::runtime::ContainerStatus> {
+        anyhow::bail!("container {id}: no runtime behind this API")
+    }
+    /// The API client, once picolet is a cluster member (token and access
+    /// reviews).
+    fn api_client(&self) -> Option<Rc<crate::kube::Client>> {
+        None
+    }
 }
 
 /// Which endpoints a listener serves.
@@ -45,13 +68,15 @@ pub enum Api {
     Healthz,
     /// `/healthz`, `/pods`, `/spec`, `/runningpods` (the read-only port).
     ReadOnly,
+    /// Everything, behind TLS, authentication and authorization.
+    Secure,
 }
 
 /// Limits that keep a connection from holding resources.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     /// A request head must arrive within this after its first byte (or
-    /// after the connection opened).
+    /// after the connection opened); also bounds the TLS handshake.
     pub head_timeout: Duration,
     /// An idle keep-alive connection is closed after this.
     pub idle_timeout: Duration,
@@ -60,6 +85,10 @@ pub struct Limits {
     pub max_head_bytes: usize,
     pub max_body_bytes: usize,
     pub max_connections: usize,
+    /// Connections still in the TLS handshake or before their first
+    /// request; more are refused at once (a flood of half-open
+    /// connections cannot take every slot for long).
+    pub max_pending: usize,
 }
 
 impl Default for Limits {
@@ -71,6 +100,18 @@ impl Default for Limits {
             max_head_bytes: 16 << 10,
             max_body_bytes: 64 << 10,
             max_connections: 64,
+            max_pending: 64,
+        }
+    }
+}
+
+impl Limits {
+    /// The secure port: long-lived streams (logs -f, exec) need more slots.
+    pub fn secure() -> Self {
+        Limits {
+            max_connections: 1024,
+            max_pending: 256,
+            ..Limits::default()
         }
     }
 }
@@ -81,6 +122,19 @@ pub struct Server {
     pub local_addr: SocketAddr,
     pub api: Api,
     _task: smol::Task<()>,
+}
+
+/// Shared by every connection of a listener.
+struct Ctx<H> {
+    api: Api,
+    host: Rc<H>,
+    limits: Limits,
+    auth: Option<Rc<auth::Auth>>,
+    /// `enableDebuggingHandlers`: logs, exec, attach, port-forward.
+    debugging: bool,
+    configz: serde_json::Value,
+    active: Cell<usize>,
+    pending: Cell<usize>,
 }
 
 /// Starts the listeners the configuration asks for: the healthz port
@@ -101,7 +155,7 @@ pub fn start<H: Host + 'static>(
     Ok(servers)
 }
 
-/// Binds `addr` and serves `api` on this thread's executor.
+/// Binds `addr` and serves `api` on this thread's executor (plain HTTP).
 pub fn listen<H: Host + 'static>(
     addr: SocketAddr,
     api: Api,
@@ -111,7 +165,17 @@ pub fn listen<H: Host + 'static>(
     let l = Async::<TcpListener>::bind(addr).with_context(|| format!("listen on {addr}"))?;
     let local_addr = l.get_ref().local_addr().context("listener address")?;
     log::info!("serving {api:?} API on {local_addr}");
-    let task = crate::rt::spawn(accept_loop(l, api, host, limits));
+    let ctx = Rc::new(Ctx {
+        api,
+        host,
+        limits,
+        auth: None,
+        debugging: false,
+        configz: serde_json::Value::Null,
+        active: Cell::new(0),
+        pending: Cell::new(0),
+    });
+    let task = crate::rt::spawn(accept_loop(l, ctx, None));
     Ok(Server {
         local_addr,
         api,
@@ -119,13 +183,100 @@ pub fn listen<H: Host + 'static>(
     })
 }
 
+/// The secure port's settings.
+pub struct SecureOptions {
+    pub addr: SocketAddr,
+    pub tls: tls::ServerTls,
+    pub auth: auth::AuthConfig,
+    pub node_name: String,
+    pub debugging: bool,
+    pub configz: serde_json::Value,
+    pub limits: Limits,
+}
+
+impl SecureOptions {
+    /// From the configuration: the serving certificate (made under
+    /// `<root>/pki` when none is configured) for the node's name and IPs.
+    pub fn from_config(cfg: &crate::config::Config, node_ips: &[IpAddr]) -> Result<SecureOptions> {
+        let k = &cfg.kubelet;
+        let settings = tls::TlsSettings {
+            cert_file: k.tls_cert_file.clone(),
+            key_file: k.tls_private_key_file.clone(),
+            min_version: k.tls_min_version.clone(),
+            cipher_suites: k.tls_cipher_suites.clone(),
+            client_ca_file: k.authentication.client_ca_file.clone(),
+        };
+        let server_tls = tls::server_tls(
+            &settings,
+            &cfg.root_dir.join("pki"),
+            &cfg.node_name,
+            node_ips,
+        )?;
+        let a = &k.authentication;
+        let z = &k.authorization;
+        let auth = auth::AuthConfig {
+            anonymous: a.anonymous,
+            webhook: a.webhook_enabled,
+            cache_ttl: a.webhook_cache_ttl,
+            mode: if z.mode == "AlwaysAllow" {
+                auth::AuthzMode::AlwaysAllow
+            } else {
+                auth::AuthzMode::Webhook
+            },
+            authorized_ttl: z.cache_authorized_ttl,
+            unauthorized_ttl: z.cache_unauthorized_ttl,
+        };
+        Ok(SecureOptions {
+            addr: SocketAddr::new(k.address, k.port),
+            tls: server_tls,
+            auth,
+            node_name: cfg.node_name.clone(),
+            debugging: k.enable_debugging_handlers,
+            configz: configz(k),
+            limits: Limits::secure(),
+        })
+    }
+}
+
+/// Binds the secure port and serves the full API over TLS.
+pub fn listen_secure<H: Host + 'static>(o: SecureOptions, host: Rc<H>) -> Result<Server> {
+    let addr = o.addr;
+    let l = Async::<TcpListener>::bind(addr).with_context(|| format!("listen on {addr}"))?;
+    let local_addr = l.get_ref().local_addr().context("listener address")?;
+    log::info!("serving the kubelet API (TLS) on {local_addr}");
+    let h = host.clone();
+    let client: auth::ClientFn = Rc::new(move || h.api_client());
+    let auth = Rc::new(auth::Auth::new(
+        o.auth,
+        &o.node_name,
+        o.tls.clients.clone(),
+        client,
+    ));
+    let ctx = Rc::new(Ctx {
+        api: Api::Secure,
+        host,
+        limits: o.limits,
+        auth: Some(auth),
+        debugging: o.debugging,
+        configz: o.configz,
+        active: Cell::new(0),
+        pending: Cell::new(0),
+    });
+    let acceptor = futures_rustls::TlsAcceptor::from(o.tls.config.clone());
+    let task = crate::rt::spawn(accept_loop(l, ctx, Some(acceptor)));
+    Ok(Server {
+        local_addr,
+        api: Api::Secure,
+        _task: task,
+    })
+}
+
 async fn accept_loop<H: Host + 'static>(
     l: Async<TcpListener>,
-    api: Api,
-    host: Rc<H>,
-    limits: Limits,
+    ctx: Rc<Ctx<H>>,
+    tls: Option<futures_rustls::TlsAcceptor>,
 ) {
-    let active = Rc::new(Cell::new(0usize));
+    let api = ctx.api;
     loop {
         let (stream, peer) = match l.accept().await {
             Ok(x) => x,
@@ -136,291 +287,318 @@ async fn accept_loop<H: Host + 'static>(
                 continue;
             }
         };
-        if active.get() >= limits.max_connections {
+        if ctx.active.get() >= ctx.limits.max_connections
+            || ctx.pending.get() >= ctx.limits.max_pending
+        {
             log::debug!("{api:?} API: too many connections, dropping {peer}");
             continue;
         }
-        active.set(active.get() + 1);
-        let (host, active) = (host.clone(), active.clone());
+        ctx.active.set(ctx.active.get() + 1);
+        ctx.pending.set(ctx.pending.get() + 1);
+        let ctx = ctx.clone();
+        let tls = tls.clone();
         crate::rt::spawn(async move {
-            if let Err(e) = serve_conn(stream, api, &*host, limits).await {
+            let _ = stream.get_ref().set_nodelay(true);
+            let mut pending = PendingGuard(Some(ctx.clone()));
+            let r = match tls {
+                None => serve_conn(stream, &ctx, None, &mut pending).await,
+                Some(acc) => {
+                    let hs = http1::timed(ctx.limits.head_timeout, acc.accept(stream)).await;
+                    match hs {
+                        Ok(s) => {
+                            let certs = s.get_ref().1.peer_certificates().map(|c| c.to_vec());
+                            serve_conn(s, &ctx, certs, &mut pending).await
+                        }
+                        Err(e) => Err(anyhow::Error::new(e).context("TLS handshake")),
+                    }
+                }
+            };
+            if let Err(e) = r {
                 log::debug!("{api:?} API connection from {peer}: {e:#}");
             }
-            active.set(active.get() - 1);
+            drop(pending);
+            ctx.active.set(ctx.active.get() - 1);
         })
         .detach();
     }
 }
 
-/// A parsed request head.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Head {
-    method: String,
-    path: String,
-    query: String,
-    keep_alive: bool,
-    content_length: usize,
-    chunked: bool,
-}
-
-/// Parses a complete request head; `Ok(None)` while incomplete.
-fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, &'static str> {
-    let mut hdrs = [httparse::EMPTY_HEADER; 64];
-    let mut r = httparse::Request::new(&mut hdrs);
-    let n = match r.parse(buf) {
-        Ok(httparse::Status::Partial) => return Ok(None),
-        Ok(httparse::Status::Complete(n)) => n,
-        Err(httparse::Error::TooManyHeaders) => return Err("too many headers"),
-        Err(_) => return Err("malformed request"),
-    };
-    let target = r.path.unwrap_or("/");
-    let (path, query) = target.split_once('?').unwrap_or((target, ""));
-    let header = |name: &str| {
-        r.headers
-            .iter()
-            .find(|h| h.name.eq_ignore_ascii_case(name))
-            .map(|h| String::from_utf8_lossy(h.value).trim().to_ascii_lowercase())
-    };
-    let conn = header("connection").unwrap_or_default();
-    let keep_alive = match r.version {
-        Some(1) => !conn.split(',').any(|t| t.trim() == "close"),
-        _ => conn.split(',').any(|t| t.trim() == "keep-alive"),
-    };
-    let content_length = match header("content-length") {
-        Some(v) => v.parse().map_err(|_| "invalid Content-Length")?,
-        None => 0,
-    };
-    Ok(Some((
-        Head {
-            method: r.method.unwrap_or("").to_string(),
-            path: path.to_string(),
-            query: query.to_string(),
-            keep_alive,
-            content_length,
-            chunked: header("transfer-encoding").is_some(),
-        },
-        n,
-    )))
-}
-
-/// A response ready to write.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Reply {
-    status: u16,
-    content_type: &'static str,
-    body: Vec<u8>,
-    extra: Vec<(&'static str, String)>,
-}
-
-impl Reply {
-    fn text(status: u16, body: impl Into<String>) -> Self {
-        Reply {
-            status,
-            content_type: "text/plain; charset=utf-8",
-            body: body.into().into_bytes(),
-            extra: vec![("X-Content-Type-Options", "nosniff".into())],
-        }
-    }
-    fn json(body: Vec<u8>) -> Self {
-        Reply {
-            status: 200,
-            content_type: "application/json",
-            body,
-            extra: vec![],
+/// Counts a connection as pending until its first request arrived.
+struct PendingGuard<H>(Option<Rc<Ctx<H>>>);
+impl<H> PendingGuard<H> {
+    fn done(&mut self) {
+        if let Some(c) = self.0.take() {
+            c.pending.set(c.pending.get() - 1);
         }
     }
 }
-
-fn reason(status: u16) -> &'static str {
-    match status {
-        200 => "OK",
-        400 => "Bad Request",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        408 => "Request Timeout",
-        413 => "Request Entity Too Large",
-        431 => "Request Header Fields Too Large",
-        500 => "Internal Server Error",
-        501 => "Not Implemented",
-        _ => "",
+impl<H> Drop for PendingGuard<H> {
+    fn drop(&mut self) {
+        self.done();
     }
 }
 
-fn encode(r: &Reply, head_only: bool, keep_alive: bool) -> Vec<u8> {
-    let mut h = format!(
-        "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nDate: {}\r\n",
-        r.status,
-        reason(r.status),
-        r.content_type,
-        r.body.len(),
-        http_date(jiff::Timestamp::now()),
-    );
-    for (k, v) in &r.extra {
-        h += &format!("{k}: {v}\r\n");
-    }
-    if !keep_alive {
-        h += "Connection: close\r\n";
-    }
-    h += "\r\n";
-    let mut out = h.into_bytes();
-    if !head_only {
-        out.extend_from_slice(&r.body);
-    }
-    out
+/// What a request turned into.
+enum Action {
+    Reply(Reply),
+    /// A streamed container log.
+    Logs {
+        path: std::path::PathBuf,
+        opts: logs::LogOptions,
+        container_id: String,
+    },
 }
 
-/// RFC 9110 IMF-fixdate.
-fn http_date(t: jiff::Timestamp) -> String {
-    t.strftime("%a, %d %b %Y %H:%M:%S GMT").to_string()
-}
-
-async fn timed<T>(
-    d: Duration,
-    f: impl std::future::Future<Output = std::io::Result<T>>,
-) -> std::io::Result<T> {
-    future::or(f, async {
-        Timer::after(d).await;
-        Err(std::io::ErrorKind::TimedOut.into())
-    })
-    .await
-}
-
-async fn serve_conn<H: Host>(
-    mut s: Async<TcpStream>,
-    api: Api,
-    host: &H,
-    limits: Limits,
-) -> Result<()> {
-    let _ = s.get_ref().set_nodelay(true);
+async fn serve_conn<S, H>(
+    mut s: S,
+    ctx: &Rc<Ctx<H>>,
+    peer_certs: Option<Vec<CertificateDer<'static>>>,
+    pending: &mut PendingGuard<H>,
+) -> Result<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin + 'static,
+    H: Host + 'static,
+{
+    let limits = ctx.limits;
     let mut buf: Vec<u8> = Vec::with_capacity(1024);
-    let mut first_request = true;
+    let mut first = true;
     loop {
-        // Wait for a request: the head deadline runs from its first byte
-        // (from the accept for the first request), idle time before that.
-        let mut deadline = if first_request {
-            Some(Instant::now() + limits.head_timeout)
-        } else {
-            None
-        };
-        first_request = false;
-        let (head, used) = loop {
-            if !buf.is_empty() {
-                match parse_head(&buf) {
-                    Ok(Some(x)) => break x,
-                    Ok(None) => {}
-                    Err(e) => {
-                        let r = Reply::text(400, format!("400 Bad Request: {e}\n"));
-                        let _ =
-                            timed(limits.io_timeout, s.write_all(&encode(&r, false, false))).await;
-                        return Ok(());
-                    }
-                }
-                if buf.len() > limits.max_head_bytes {
-                    let r = Reply::text(431, "431 Request Header Fields Too Large\n");
-                    let _ = timed(limits.io_timeout, s.write_all(&encode(&r, false, false))).await;
-                    return Ok(());
-                }
-                deadline.get_or_insert_with(|| Instant::now() + limits.head_timeout);
-            }
-            let wait = match deadline {
-                Some(d) => d.saturating_duration_since(Instant::now()),
-                None => limits.idle_timeout,
-            };
-            let mut tmp = [0u8; 2048];
-            let n = match timed(wait, s.read(&mut tmp)).await {
-                Ok(0) => return Ok(()),
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
-                    if deadline.is_some() && !buf.is_empty() {
-                        let r = Reply::text(408, "408 Request Timeout\n");
-                        let _ =
-                            timed(limits.io_timeout, s.write_all(&encode(&r, false, false))).await;
-                    }
-                    return Ok(());
-                }
-                Err(e) => return Err(e.into()),
-            };
-            buf.extend_from_slice(&tmp[..n]);
-        };
-        buf.drain(..used);
-        if head.chunked {
-            let r = Reply::text(501, "501 Not Implemented: chunked request bodies\n");
-            timed(limits.io_timeout, s.write_all(&encode(&r, false, false))).await?;
-            return Ok(());
-        }
-        if head.content_length > limits.max_body_bytes {
-            let r = Reply::text(413, "413 Request Entity Too Large\n");
-            timed(limits.io_timeout, s.write_all(&encode(&r, false, false))).await?;
-            return Ok(());
-        }
-        // Discard a (small) body; the API takes none.
-        while buf.len() < head.content_length {
-            let mut tmp = [0u8; 2048];
-            let n = timed(limits.io_timeout, s.read(&mut tmp)).await?;
-            if n == 0 {
+        let next = http1::read_head(
+            &mut s,
+            &mut buf,
+            first,
+            limits.head_timeout,
+            limits.idle_timeout,
+            limits.max_head_bytes,
+        )
+        .await?;
+        first = false;
+        pending.done();
+        let req = match next {
+            Next::Request(r) => r,
+            Next::Closed => return Ok(()),
+            Next::Reject(r) => {
+                let _ =
+                    http1::write_all(&mut s, &http1::encode(&r, false, false), limits.io_timeout)
+                        .await;
                 return Ok(());
             }
-            buf.extend_from_slice(&tmp[..n]);
-        }
-        buf.drain(..head.content_length);
-
-        let reply = route(api, host, &head).await;
-        let head_only = head.method == "HEAD";
-        let out = encode(&reply, head_only, head.keep_alive);
-        timed(limits.io_timeout, s.write_all(&out)).await?;
-        timed(limits.io_timeout, s.flush()).await?;
-        if !head.keep_alive {
+        };
+        if req.chunked {
+            let r = Reply::text(501, "501 Not Implemented: chunked request bodies\n");
+            http1::write_all(&mut s, &http1::encode(&r, false, false), limits.io_timeout).await?;
             return Ok(());
+        }
+        if req.content_length > limits.max_body_bytes {
+            let r = Reply::text(413, "413 Request Entity Too Large\n");
+            http1::write_all(&mut s, &http1::encode(&r, false, false), limits.io_timeout).await?;
+            return Ok(());
+        }
+        // A (small) body: the API takes none.
+        if !http1::discard_body(&mut s, &mut buf, req.content_length, limits.io_timeout).await? {
+            return Ok(());
+        }
+        let action = match &ctx.auth {
+            Some(auth) => match authorize(auth, peer_certs.as_deref(), &req).await {
+                Ok(()) => route(ctx, &req).await,
+                Err(r) => Action::Reply(r),
+            },
+            None => route(ctx, &req).await,
+        };
+        match action {
+            Action::Reply(reply) => {
+                let out = http1::encode(&reply, req.method == "HEAD", req.keep_alive);
+                http1::write_all(&mut s, &out, limits.io_timeout).await?;
+                if !req.keep_alive {
+                    return Ok(());
+                }
+            }
+            Action::Logs {
+                path,
+                opts,
+                container_id,
+            } => {
+                let host = ctx.host.clone();
+                let running =
+                    move || -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + '_>> {
+                        let host = host.clone();
+                        let id = container_id.clone();
+                        Box::pin(async move {
+                            host.container_status(&id)
+                                .await
+                                .is_ok_and(|st| st.state == ContainerState::Running)
+                        })
+                    };
+                logs::stream(&mut s, path, &opts, &running, limits.io_timeout).await?;
+                return Ok(());
+            }
         }
     }
 }
 
-/// Where a request goes (upstream's routes on the two servers).
-async fn route<H: Host>(api: Api, host: &H, h: &Head) -> Reply {
-    let path = h.path.as_str();
-    let known = match api {
-        Api::Healthz => path == "/healthz",
-        Api::ReadOnly => matches!(
-            path,
-            "/healthz" | "/pods" | "/pods/" | "/spec" | "/spec/" | "/runningpods" | "/runningpods/"
-        ),
+/// Authenticates and authorizes a request of the secure port; the 401,
+/// 403 or 500 reply otherwise (upstream's texts).
+async fn authorize(
+    auth: &auth::Auth,
+    peer: Option<&[CertificateDer<'static>]>,
+    req: &Request,
+) -> Result<(), Reply> {
+    let Some(user) = auth.authenticate(peer, req).await else {
+        return Err(Reply::text(401, "Unauthorized"));
     };
-    if !known {
-        return Reply::text(404, "404 page not found\n");
+    let attrs = auth::attributes(&req.method, &req.path, auth.node());
+    match auth.authorize(&user, &attrs).await {
+        auth::Decision::Allow => Ok(()),
+        auth::Decision::Deny(m) => Err(Reply::text(403, m)),
+        auth::Decision::Error(m) => Err(Reply::text(500, m)),
     }
-    if h.method != "GET" && h.method != "HEAD" {
-        let mut r = Reply::text(405, "405: Method Not Allowed\n");
-        r.extra.push(("Allow", "GET, HEAD".into()));
-        return r;
-    }
-    match path {
-        "/healthz" => {
+}
+
+fn not_found() -> Reply {
+    Reply::text(404, "404 page not found\n")
+}
+
+/// Where a request goes (upstream's routes on the three servers).
+async fn route<H: Host>(ctx: &Ctx<H>, h: &Request) -> Action {
+    let Some(segs) = http1::segments(&h.path) else {
+        return Action::Reply(Reply::text(400, "400 Bad Request: invalid path\n"));
+    };
+    let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
+    let api = ctx.api;
+    let host = &*ctx.host;
+    let first = segs.first().copied().unwrap_or("");
+    let get_only = |h: &Request| -> Option<Reply> {
+        if h.method != "GET" && h.method != "HEAD" {
+            let mut r = Reply::text(405, "405: Method Not Allowed\n");
+            r.extra.push(("Allow", "GET, HEAD".into()));
+            return Some(r);
+        }
+        None
+    };
+    match (api, first) {
+        (_, "healthz") => {
+            if api == Api::Healthz && segs.len() > 1 || h.path.ends_with('/') && segs.len() == 1 {
+                return Action::Reply(not_found());
+            }
+            if let Some(r) = get_only(h) {
+                return Action::Reply(r);
+            }
             let checks: &[&str] = match api {
                 Api::Healthz => &["syncloop"],
                 Api::ReadOnly => &["ping", "syncloop"],
+                Api::Secure => &["ping", "log", "syncloop"],
             };
+            if let Some(&one) = segs.get(1) {
+                if segs.len() > 2 || !checks.contains(&one) {
+                    return Action::Reply(not_found());
+                }
+                return Action::Reply(match (one, host.sync_loop_health()) {
+                    ("syncloop", Err(e)) => {
+                        Reply::text(500, format!("internal server error: {e}\n"))
+                    }
+                    _ => Reply::text(200, "ok"),
+                });
+            }
             let verbose = h
                 .query
                 .split('&')
                 .any(|kv| kv.split('=').next() == Some("verbose"));
-            healthz(checks, host.sync_loop_health(), verbose)
+            Action::Reply(healthz(checks, host.sync_loop_health(), verbose))
         }
-        "/pods" | "/pods/" => match pod_list_json(host.pods()) {
-            Ok(b) => Reply::json(b),
-            Err(e) => Reply::text(500, format!("{e:#}\n")),
-        },
-        "/spec" | "/spec/" => match serde_json::to_vec(&host.machine_info()) {
-            Ok(b) => Reply::json(b),
-            Err(e) => Reply::text(500, format!("{e}\n")),
-        },
-        _ => match host.running_pods().await {
-            Ok(pods) => match pod_list_json(pods) {
-                Ok(b) => Reply::json(b),
-                Err(e) => Reply::text(500, format!("{e:#}\n")),
-            },
-            Err(e) => Reply::text(500, format!("{e:#}\n")),
-        },
+        (Api::ReadOnly | Api::Secure, "pods" | "spec" | "runningpods") if segs.len() == 1 => {
+            if let Some(r) = get_only(h) {
+                return Action::Reply(r);
+            }
+            Action::Reply(match first {
+                "pods" => match pod_list_json(host.pods()) {
+                    Ok(b) => Reply::json(b),
+                    Err(e) => Reply::text(500, format!("{e:#}\n")),
+                },
+                "spec" => match serde_json::to_vec(&host.machine_info()) {
+                    Ok(b) => Reply::json(b),
+                    Err(e) => Reply::text(500, format!("{e}\n")),
+                },
+                _ => match host.running_pods().await {
+                    Ok(pods) => match pod_list_json(pods) {
+                        Ok(b) => Reply::json(b),
+                        Err(e) => Reply::text(500, format!("{e:#}\n")),
+                    },
+                    Err(e) => Reply::text(500, format!("{e:#}\n")),
+                },
+            })
+        }
+        (Api::Secure, "configz") if segs.len() == 1 => {
+            if let Some(r) = get_only(h) {
+                return Action::Reply(r);
+            }
+            let body = serde_json::json!({ "kubeletconfig": ctx.configz });
+            Action::Reply(Reply::json(body.to_string().into_bytes()))
+        }
+        (Api::Secure, "containerLogs") if ctx.debugging => {
+            if let Some(r) = get_only(h) {
+                return Action::Reply(r);
+            }
+            container_logs(host, &segs[1..], h).await
+        }
+        _ => Action::Reply(not_found()),
     }
+}
+
+fn error_text(status: u16, msg: impl Into<String>) -> Action {
+    Action::Reply(Reply::text(status, msg))
+}
+
+/// `/containerLogs/{ns}/{pod}/{container}` (upstream `getContainerLogs`).
+async fn container_logs<H: Host>(host: &H, p: &[&str], h: &Request) -> Action {
+    let [ns, pod_name, container] = p else {
+        return match p.len() {
+            0 | 1 => error_text(400, r#"{"message": "Missing podID."}"#),
+            2 => error_text(400, r#"{"message": "Missing container name."}"#),
+            _ => Action::Reply(not_found()),
+        };
+    };
+    let now = jiff::Timestamp::now().as_nanosecond() as i64;
+    let opts = match logs::parse_options(h, now) {
+        Ok(o) => o,
+        Err((code, msg)) => return error_text(code, msg),
+    };
+    let pods = host.pods();
+    let Some(pod) = pods.iter().find(|p| {
+        p.metadata.namespace.as_deref() == Some(ns) && p.metadata.name.as_deref() == Some(pod_name)
+    }) else {
+        return error_text(404, format!("pod {pod_name:?} does not exist\n"));
+    };
+    if !pod_has_container(pod, container) {
+        return error_text(
+            404,
+            format!("container {container:?} not found in pod {pod_name:?}\n"),
+        );
+    }
+    let id = match logs::pick_container(pod, container, opts.previous) {
+        Ok(id) => id,
+        Err(m) => return error_text(400, m),
+    };
+    let status = match host.container_status(&id).await {
+        Ok(s) => s,
+        Err(e) => return error_text(400, format!("failed to get container status {id:?}: {e:#}")),
+    };
+    // A previous instance is never followed (it does not run).
+    let follow = opts.follow && status.state == ContainerState::Running;
+    Action::Logs {
+        path: status.log_path,
+        opts: logs::LogOptions { follow, ..opts },
+        container_id: id,
+    }
+}
+
+fn pod_has_container(pod: &Pod, name: &str) -> bool {
+    let Some(s) = &pod.spec else { return false };
+    s.containers.iter().any(|c| c.name == name)
+        || s.init_containers.iter().flatten().any(|c| c.name == name)
+        || s.ephemeral_containers
+            .iter()
+            .flatten()
+            .any(|c| c.name == name)
 }
 
 /// Upstream's healthz handler output: `ok`, or the per-check lines and
@@ -448,6 +626,61 @@ fn healthz(checks: &[&str], syncloop: Result<(), String>, verbose: bool) -> Repl
         out += "healthz check passed\n";
         Reply::text(200, out)
     }
+}
+
+/// The configuration as `/configz` shows it (upstream field names).
+pub fn configz(k: &crate::config::KubeletConfig) -> serde_json::Value {
+    let d = crate::util::duration::format;
+    serde_json::json!({
+        "enableServer": k.enable_server,
+        "staticPodPath": k.static_pod_path,
+        "syncFrequency": d(k.sync_frequency),
+        "fileCheckFrequency": d(k.file_check_frequency),
+        "httpCheckFrequency": d(k.http_check_frequency),
+        "address": k.address.to_string(),
+        "port": k.port,
+        "readOnlyPort": k.read_only_port,
+        "tlsCertFile": k.tls_cert_file,
+        "tlsPrivateKeyFile": k.tls_private_key_file,
+        "tlsMinVersion": k.tls_min_version,
+        "tlsCipherSuites": k.tls_cipher_suites,
+        "authentication": {
+            "x509": {"clientCAFile": k.authentication.client_ca_file},
+            "webhook": {"enabled": k.authentication.webhook_enabled,
+                        "cacheTTL": d(k.authentication.webhook_cache_ttl)},
+            "anonymous": {"enabled": k.authentication.anonymous},
+        },
+        "authorization": {
+            "mode": k.authorization.mode,
+            "webhook": {"cacheAuthorizedTTL": d(k.authorization.cache_authorized_ttl),
+                        "cacheUnauthorizedTTL": d(k.authorization.cache_unauthorized_ttl)},
+        },
+        "healthzPort": k.healthz_port,
+        "healthzBindAddress": k.healthz_bind_address.to_string(),
+        "clusterDomain": k.cluster_domain,
+        "clusterDNS": k.cluster_dns.iter().map(|i| i.to_string()).collect::<Vec<_>>(),
+        "streamingConnectionIdleTimeout": d(k.streaming_connection_idle_timeout),
+        "nodeStatusUpdateFrequency": d(k.node_status_update_frequency),
+        "nodeStatusReportFrequency": d(k.node_status_report_frequency),
+        "nodeLeaseDurationSeconds": k.node_lease_duration_seconds,
+        "cgroupRoot": k.cgroup_root,
+        "cgroupsPerQOS": k.cgroups_per_qos,
+        "cgroupDriver": k.cgroup_driver,
+        "maxPods": k.max_pods,
+        "podPidsLimit": k.pod_pids_limit,
+        "resolvConf": k.resolv_conf,
+        "runtimeRequestTimeout": d(k.runtime_request_timeout),
+        "evictionHard": k.eviction_hard,
+        "containerLogMaxSize": k.container_log_max_size.to_string(),
+        "containerLogMaxFiles": k.container_log_max_files,
+        "podLogsDir": k.pod_logs_dir,
+        "kubeAPIQPS": k.kube_api_qps,
+        "kubeAPIBurst": k.kube_api_burst,
+        "registerNode": k.register_node,
+        "enableDebuggingHandlers": k.enable_debugging_handlers,
+        "systemReserved": k.system_reserved,
+        "kubeReserved": k.kube_reserved,
+    })
 }
 
 /// `{"kind":"PodList","apiVersion":"v1","metadata":{},"items":[…]}`
@@ -530,36 +763,6 @@ pub fn running_pods(
 mod tests {
     use super::*;
     use crate::runtime::{ContainerMetadata, PodSandbox, PodSandboxMetadata};
-
-    #[test]
-    fn heads_parse_with_keep_alive_rules() {
-        let (h, n) = parse_head(b"GET /healthz?verbose HTTP/1.1\r\nHost: x\r\n\r\nrest")
-            .unwrap()
-            .unwrap();
-        assert_eq!(
-            (h.path.as_str(), h.query.as_str(), h.keep_alive, n),
-            ("/healthz", "verbose", true, 42)
-        );
-        let (h, _) = parse_head(b"GET / HTTP/1.1\r\nConnection: Close\r\n\r\n")
-            .unwrap()
-            .unwrap();
-        assert!(!h.keep_alive);
-        let (h, _) = parse_head(b"GET / HTTP/1.0\r\n\r\n").unwrap().unwrap();
-        assert!(!h.keep_alive);
-        let (h, _) = parse_head(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
-            .unwrap()
-            .unwrap();
-        assert!(h.keep_alive);
-        let (h, _) = parse_head(b"POST /pods HTTP/1.1\r\nContent-Length: 5\r\n\r\n")
-            .unwrap()
-            .unwrap();
-        assert_eq!((h.method.as_str(), h.content_length), ("POST", 5));
-        assert!(parse_head(b"GET / HTTP/1.1\r\nHost: x\r\n")
-            .unwrap()
-            .is_none());
-        assert!(parse_head(b"\x00\x01 garbage\r\n\r\n").is_err());
-        assert!(parse_head(b"GET / HTTP/1.1\r\nContent-Length: x\r\n\r\n").is_err());
-    }
 
     #[test]
     fn healthz_output_as_upstream() {

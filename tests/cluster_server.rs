@@ -1,0 +1,487 @@
+//! The kubelet API on the secure port, reached the way users reach it:
+//! `kubectl logs/exec/attach/port-forward` and `kubectl get --raw
+//! .../proxy/...` through the real kube-apiserver of `../shared/k8s`
+//! (which dials the node's InternalIP 127.0.0.1 and its own port with the
+//! apiserver-kubelet-client certificate), plus curl straight at the port
+//! for authentication and authorization.
+//!
+//! Sync-test numbers 14..=19, 29 and 32; each test has a namespace and a
+//! node of its own and pins its pods to that node.
+
+mod cluster_support;
+mod sync_support;
+
+use cluster_support::{is_ready, wait_for, ControlPlane};
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use sync_support::{Node, Opts, BUSYBOX};
+
+/// A cluster member with InternalIP 127.0.0.1 (the apiserver dials its
+/// port there for logs, exec, attach and port-forward), trusting the
+/// cluster CA for client certificates.
+///
+/// `nodes/proxy` (`kubectl get --raw /api/v1/nodes/N/proxy/...`) is not
+/// usable with a loopback node address: the apiserver refuses it
+/// ("address not allowed"), and this machine allows no other local
+/// address. Those requests go to the port straight with the apiserver's
+/// own kubelet client certificate instead ([`kubelet_kubectl`]): the
+/// request the apiserver would make.
+pub fn member(n: u32, cp: &ControlPlane, extra: &str) -> Node {
+    let ip = "127.0.0.1";
+    let name = format!("sync-node-{n}");
+    cp.forget_node(&name);
+    let ca = cp.dir.join("pki/ca.crt");
+    let opts = Opts {
+        kubeconfig: Some(cp.node_kubeconfig(&name)),
+        extra: format!(
+            "authentication:\n  x509: {{clientCAFile: {}}}\n{extra}",
+            ca.display()
+        ),
+        args: vec!["--node-ip".into(), ip.into()],
+        ..Opts::default()
+    };
+    let mut node = Node::new(n, opts);
+    node.start();
+    let nd = wait_for(Duration::from_secs(30), || cp.node(&name).filter(is_ready))
+        .unwrap_or_else(|| panic!("node {name} not Ready\n{}", node.log_tail(30)));
+    assert_eq!(
+        nd["status"]["addresses"][0],
+        serde_json::json!({"type": "InternalIP", "address": ip})
+    );
+    assert_eq!(
+        nd["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"],
+        node.port
+    );
+    node
+}
+
+/// `kubectl` pointed at the node's port with the apiserver's kubelet
+/// client certificate (what `nodes/proxy` would send).
+pub fn kubelet_kubectl(cp: &ControlPlane, node: &Node, args: &[&str]) -> std::process::Output {
+    let pki = cp.dir.join("pki");
+    Command::new("kubectl")
+        .env("KUBECONFIG", "/dev/null")
+        .arg(format!("--server=https://127.0.0.1:{}", node.port))
+        .arg("--insecure-skip-tls-verify")
+        .arg(format!(
+            "--client-certificate={}",
+            pki.join("apiserver-kubelet-client.crt").display()
+        ))
+        .arg(format!(
+            "--client-key={}",
+            pki.join("apiserver-kubelet-client.key").display()
+        ))
+        .args(["--request-timeout", "20s"])
+        .args(args)
+        .output()
+        .expect("run kubectl")
+}
+
+/// A busybox pod pinned to `node` running `script` (extra spec lines
+/// indented for the container).
+pub fn pod(name: &str, ns: &str, node: &str, restart: &str, script: &str, extra: &str) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata: {{name: {name}, namespace: {ns}}}
+spec:
+  nodeName: {node}
+  restartPolicy: {restart}
+  automountServiceAccountToken: false
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: main
+    image: {BUSYBOX}
+    imagePullPolicy: Never
+    command: [sh, -c, {script:?}]
+{extra}"#
+    )
+}
+
+pub fn wait_running(cp: &ControlPlane, node: &Node, ns: &str, name: &str) -> Value {
+    wait_for(Duration::from_secs(60), || {
+        cp.get_json(&["-n", ns, "get", "pod", name])
+            .filter(|p| p["status"]["containerStatuses"][0]["state"]["running"].is_object())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "pod {ns}/{name} not running: {:?}\n{}",
+            cp.get_json(&["-n", ns, "get", "pod", name])
+                .map(|p| p["status"].clone()),
+            node.log_tail(40)
+        )
+    })
+}
+
+pub fn stdout(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn ok(o: std::process::Output) -> String {
+    assert!(
+        o.status.success(),
+        "kubectl failed: {}{}",
+        stdout(&o),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    stdout(&o)
+}
+
+/// curl at the node's port: (status, body).
+fn curl(port: u16, path: &str, extra: &[&str]) -> (u16, String) {
+    let out = Command::new("curl")
+        .args(["-sk", "-m", "10", "-o", "-", "-w", "\n%{http_code}"])
+        .args(extra)
+        .arg(format!("https://127.0.0.1:{port}{path}"))
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
+/// Numbers of `line N` lines, in order.
+fn numbers(text: &str) -> Vec<u64> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("line ")?.trim().parse().ok())
+        .collect()
+}
+
+#[test]
+fn logs_through_the_apiserver() {
+    let cp = ControlPlane::shared();
+    let ns = "pl-logs";
+    cp.namespace(ns);
+    let node = member(
+        14,
+        &cp,
+        "containerLogMaxSize: 16Ki\ncontainerLogMaxFiles: 3",
+    );
+    let nn = node.node_name.clone();
+
+    cp.apply(&pod(
+        "counter",
+        ns,
+        &nn,
+        "Always",
+        "i=0; while true; do echo line $i; i=$((i+1)); sleep 0.1; done",
+        "",
+    ));
+    wait_running(&cp, &node, ns, "counter");
+    std::thread::sleep(Duration::from_secs(2));
+
+    // Plain: every line from the first.
+    let all = ok(cp.kubectl(&["-n", ns, "logs", "counter"]));
+    let n = numbers(&all);
+    assert!(n.len() >= 10 && n[0] == 0, "{all}");
+    assert!(n.windows(2).all(|w| w[1] == w[0] + 1), "{all}");
+
+    // --tail, --timestamps, --since, --limit-bytes.
+    let t = ok(cp.kubectl(&["-n", ns, "logs", "counter", "--tail=3"]));
+    assert_eq!(t.lines().count(), 3, "{t}");
+    let ts = ok(cp.kubectl(&["-n", ns, "logs", "counter", "--tail=2", "--timestamps"]));
+    for l in ts.lines() {
+        let (stamp, rest) = l.split_once(' ').unwrap();
+        stamp
+            .parse::<jiff::Timestamp>()
+            .unwrap_or_else(|e| panic!("{l}: {e}"));
+        assert!(rest.starts_with("line "), "{l}");
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let since = ok(cp.kubectl(&["-n", ns, "logs", "counter", "--since=1s"]));
+    let sn = numbers(&since);
+    assert!(!sn.is_empty() && sn.len() < 15 && sn[0] > 10, "{since}");
+    let lim = ok(cp.kubectl(&["-n", ns, "logs", "counter", "--limit-bytes=8"]));
+    assert_eq!(lim, "line 0\nl");
+
+    // -f while the container writes: lines keep coming, in order.
+    let mut f = Command::new("kubectl")
+        .env("KUBECONFIG", cp.admin_kubeconfig())
+        .args(["-n", ns, "logs", "-f", "counter", "--tail=1"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut r = BufReader::new(f.stdout.take().unwrap());
+    let mut got = Vec::new();
+    let start = Instant::now();
+    while got.len() < 30 && start.elapsed() < Duration::from_secs(20) {
+        let mut l = String::new();
+        if r.read_line(&mut l).unwrap() == 0 {
+            break;
+        }
+        got.extend(numbers(&l));
+    }
+    let _ = f.kill();
+    let _ = f.wait();
+    assert!(got.len() >= 30, "follow gave {got:?}");
+    assert!(got.windows(2).all(|w| w[1] == w[0] + 1), "{got:?}");
+
+    // Unknown pod and container, and another namespace's pod name: 404s
+    // from the kubelet, never another pod's file.
+    let o = cp.kubectl(&["-n", ns, "logs", "counter", "-c", "nope"]);
+    assert!(!o.status.success());
+    let (code, body) = curl(
+        node.port,
+        &format!("/containerLogs/{ns}/counter/nope"),
+        &[
+            "--cert",
+            &cp.dir
+                .join("pki/apiserver-kubelet-client.crt")
+                .display()
+                .to_string(),
+            "--key",
+            &cp.dir
+                .join("pki/apiserver-kubelet-client.key")
+                .display()
+                .to_string(),
+        ],
+    );
+    assert_eq!(
+        (code, body.as_str()),
+        (404, "container \"nope\" not found in pod \"counter\"\n")
+    );
+    let cert = cp
+        .dir
+        .join("pki/apiserver-kubelet-client.crt")
+        .display()
+        .to_string();
+    let key = cp
+        .dir
+        .join("pki/apiserver-kubelet-client.key")
+        .display()
+        .to_string();
+    let admin = ["--cert", cert.as_str(), "--key", key.as_str()];
+    let (code, _) = curl(node.port, "/containerLogs/default/counter/main", &admin);
+    assert_eq!(code, 404);
+    let (code, _) = curl(
+        node.port,
+        &format!("/containerLogs/{ns}/%2E%2E/main"),
+        &admin,
+    );
+    assert_eq!(code, 400);
+    let (code, body) = curl(
+        node.port,
+        &format!("/containerLogs/{ns}/counter/main?tailLines=-1"),
+        &admin,
+    );
+    assert_eq!(
+        (code, body.as_str()),
+        (422, r#"{"message": "Invalid request."}"#)
+    );
+    let (code, body) = curl(
+        node.port,
+        &format!("/containerLogs/{ns}/counter/main?tailLines=99999999999"),
+        &admin,
+    );
+    assert_eq!(code, 200);
+    assert!(body.starts_with("line 0\n"));
+
+    // Rotation while following: the writer fills 16 KiB files quickly;
+    // a follower sees every line once, in order, across the renames.
+    cp.apply(&pod(
+        "fast",
+        ns,
+        &nn,
+        "Always",
+        "sleep 2; i=0; while [ $i -lt 3000 ]; do echo \"line $i $(printf '%080d' 0)\"; i=$((i+1)); \
+         [ $((i % 50)) = 0 ] && sleep 0.2; done; sleep 3600",
+        "",
+    ));
+    wait_running(&cp, &node, ns, "fast");
+    let out = Command::new("timeout")
+        .args(["40", "kubectl"])
+        .env("KUBECONFIG", cp.admin_kubeconfig())
+        .args(["-n", ns, "logs", "-f", "fast"])
+        .output()
+        .unwrap();
+    let text = stdout(&out);
+    let n = numbers(
+        &text
+            .lines()
+            .map(|l| l.split(' ').take(2).collect::<Vec<_>>().join(" "))
+            .collect::<Vec<_>>()
+            .join("\n"),
+    );
+    let last = *n.last().unwrap_or(&0);
+    assert_eq!(last, 2999, "follow stopped early: {} lines", n.len());
+    assert!(
+        n.windows(2).all(|w| w[1] == w[0] + 1),
+        "gap or repeat across rotation"
+    );
+    let rotated = std::fs::read_dir(node.root.join("logs"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().contains("_fast_"))
+        .flat_map(|e| std::fs::read_dir(e.path().join("main")).unwrap().flatten())
+        .filter(|e| e.file_name().to_string_lossy().contains(".log."))
+        .count();
+    assert!(rotated >= 1, "the log never rotated");
+
+    // --previous after a restart.
+    cp.apply(&pod(
+        "crash",
+        ns,
+        &nn,
+        "Always",
+        "echo run-$(cat /proc/sys/kernel/random/uuid); sleep 2; exit 1",
+        "",
+    ));
+    let restarted = wait_for(Duration::from_secs(60), || {
+        cp.get_json(&["-n", ns, "get", "pod", "crash"])
+            .filter(|p| p["status"]["containerStatuses"][0]["restartCount"].as_i64() >= Some(1))
+    });
+    assert!(restarted.is_some(), "{}", node.log_tail(30));
+    let prev = wait_for(Duration::from_secs(20), || {
+        let o = cp.kubectl(&["-n", ns, "logs", "crash", "--previous"]);
+        o.status.success().then(|| stdout(&o))
+    })
+    .expect("logs --previous");
+    assert!(prev.starts_with("run-"), "{prev}");
+    let cur = wait_for(Duration::from_secs(20), || {
+        let o = cp.kubectl(&["-n", ns, "logs", "crash"]);
+        let s = stdout(&o);
+        (o.status.success() && s.starts_with("run-") && s != prev).then_some(s)
+    });
+    assert!(cur.is_some(), "current log is the previous one: {prev}");
+
+    cp.drop_namespace(ns);
+}
+
+#[test]
+fn authentication_and_authorization() {
+    let cp = ControlPlane::shared();
+    let ns = "pl-authz";
+    cp.namespace(ns);
+    let node = member(15, &cp, "");
+
+    // No credentials: 401, as upstream.
+    assert_eq!(
+        curl(node.port, "/pods", &[]),
+        (401, "Unauthorized".to_string())
+    );
+    assert_eq!(curl(node.port, "/healthz", &[]).0, 401);
+    // A client certificate from another CA: 401 too.
+    let other = std::env::temp_dir().join(format!("pl-other-ca-{}", std::process::id()));
+    std::fs::create_dir_all(&other).unwrap();
+    let st = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/O=system:masters/CN=evil",
+        ])
+        .arg("-keyout")
+        .arg(other.join("k.pem"))
+        .arg("-out")
+        .arg(other.join("c.pem"))
+        .output()
+        .unwrap();
+    assert!(st.status.success());
+    let (c, k) = (
+        other.join("c.pem").display().to_string(),
+        other.join("k.pem").display().to_string(),
+    );
+    assert_eq!(
+        curl(node.port, "/pods", &["--cert", &c, "--key", &k]).0,
+        401
+    );
+
+    // The apiserver's kubelet client certificate (system:masters): allowed
+    // (its SubjectAccessReview says so).
+    let reviews = || sync_support::count_lines(&node.log_path, "SubjectAccessReview");
+    let out = ok(kubelet_kubectl(&cp, &node, &["get", "--raw", "/pods"]));
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["kind"], "PodList");
+    let out = ok(kubelet_kubectl(
+        &cp,
+        &node,
+        &["get", "--raw", "/healthz?verbose"],
+    ));
+    assert_eq!(
+        out,
+        "[+]ping ok\n[+]log ok\n[+]syncloop ok\nhealthz check passed\n"
+    );
+    let cz: Value = serde_json::from_str(&ok(kubelet_kubectl(
+        &cp,
+        &node,
+        &["get", "--raw", "/configz"],
+    )))
+    .unwrap();
+    assert_eq!(cz["kubeletconfig"]["port"], node.port);
+
+    // A service account token: TokenReview says who, SubjectAccessReview
+    // says no (403 with upstream's text), until a role grants nodes/proxy.
+    ok(cp.kubectl(&["-n", ns, "create", "serviceaccount", "reader"]));
+    ok(cp.kubectl(&["-n", ns, "create", "serviceaccount", "stats"]));
+    let token = ok(cp.kubectl(&["-n", ns, "create", "token", "reader"]))
+        .trim()
+        .to_string();
+    let auth = format!("Authorization: Bearer {token}");
+    let before = reviews();
+    let (code, body) = curl(node.port, "/pods", &["-H", &auth]);
+    assert!(
+        reviews() > before,
+        "no SubjectAccessReview was made\n{}",
+        node.log_tail(20)
+    );
+    assert_eq!(
+        (code, body.as_str()),
+        (403, format!("Forbidden (user=system:serviceaccount:{ns}:reader, verb=get, resource=nodes, subresource=proxy)").as_str())
+    );
+    let (code, body) = curl(node.port, "/stats/summary", &["-H", &auth]);
+    assert_eq!(code, 403);
+    assert!(body.contains("subresource=stats"), "{body}");
+    assert_eq!(
+        curl(
+            node.port,
+            "/pods",
+            &["-H", "Authorization: Bearer not-a-token"]
+        )
+        .0,
+        401
+    );
+
+    // Grant nodes/stats to the other account: its SAR says yes.
+    ok(cp.kubectl(&[
+        "create",
+        "clusterrole",
+        "pl-node-stats",
+        "--verb=get",
+        "--resource=nodes/stats",
+    ]));
+    let _ = cp.kubectl(&["delete", "clusterrolebinding", "pl-node-stats"]);
+    ok(cp.kubectl(&[
+        "create",
+        "clusterrolebinding",
+        "pl-node-stats",
+        "--clusterrole=pl-node-stats",
+        &format!("--serviceaccount={ns}:stats"),
+    ]));
+    let stoken = ok(cp.kubectl(&["-n", ns, "create", "token", "stats"]))
+        .trim()
+        .to_string();
+    let sauth = format!("Authorization: Bearer {stoken}");
+    let allowed = wait_for(Duration::from_secs(10), || {
+        let (code, _) = curl(node.port, "/stats/summary", &["-H", &sauth]);
+        (code != 403).then_some(code)
+    });
+    assert!(
+        allowed.is_some_and(|c| c != 401),
+        "stats token: {allowed:?}"
+    );
+    assert_eq!(curl(node.port, "/pods", &["-H", &sauth]).0, 403);
+
+    let _ = cp.kubectl(&["delete", "clusterrolebinding", "pl-node-stats"]);
+    let _ = cp.kubectl(&["delete", "clusterrole", "pl-node-stats"]);
+    let _ = std::fs::remove_dir_all(&other);
+    cp.drop_namespace(ns);
+}
