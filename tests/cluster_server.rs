@@ -20,7 +20,8 @@ use sync_support::{Node, Opts, BUSYBOX};
 
 /// A cluster member with InternalIP 127.0.0.1 (the apiserver dials its
 /// port there for logs, exec, attach and port-forward), trusting the
-/// cluster CA for client certificates.
+/// cluster CA for client certificates. No disk eviction thresholds: the
+/// machine's disk is shared with builds and may be fuller than 85 %.
 ///
 /// `nodes/proxy` (`kubectl get --raw /api/v1/nodes/N/proxy/...`) is not
 /// usable with a loopback node address: the apiserver refuses it
@@ -36,7 +37,8 @@ pub fn member(n: u32, cp: &ControlPlane, extra: &str) -> Node {
     let opts = Opts {
         kubeconfig: Some(cp.node_kubeconfig(&name)),
         extra: format!(
-            "authentication:\n  x509: {{clientCAFile: {}}}\n{extra}",
+            "authentication:\n  x509: {{clientCAFile: {}}}\n\
+             evictionHard: {{memory.available: 100Mi}}\n{extra}",
             ca.display()
         ),
         args: vec!["--node-ip".into(), ip.into()],
@@ -483,5 +485,276 @@ fn authentication_and_authorization() {
     let _ = cp.kubectl(&["delete", "clusterrolebinding", "pl-node-stats"]);
     let _ = cp.kubectl(&["delete", "clusterrole", "pl-node-stats"]);
     let _ = std::fs::remove_dir_all(&other);
+    cp.drop_namespace(ns);
+}
+
+/// `kubectl` with the admin kubeconfig and stdin from `input`.
+fn kubectl_input(cp: &ControlPlane, args: &[&str], input: &[u8]) -> std::process::Output {
+    use std::io::Write;
+    let mut c = Command::new("kubectl")
+        .env("KUBECONFIG", cp.admin_kubeconfig())
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut i = c.stdin.take().unwrap();
+    i.write_all(input).unwrap();
+    drop(i);
+    c.wait_with_output().unwrap()
+}
+
+fn tmux(args: &[&str]) -> String {
+    let o = Command::new("tmux").args(args).output().expect("tmux");
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Waits until the tmux pane shows `needle`; returns the screen.
+fn pane_shows(session: &str, needle: &str) -> Option<String> {
+    wait_for(Duration::from_secs(15), || {
+        let s = tmux(&["capture-pane", "-p", "-t", session]);
+        s.contains(needle).then_some(s)
+    })
+}
+
+#[test]
+fn exec_and_attach() {
+    let cp = ControlPlane::shared();
+    let ns = "pl-exec";
+    cp.namespace(ns);
+    let node = member(16, &cp, "");
+    let nn = node.node_name.clone();
+    cp.apply(&pod("box", ns, &nn, "Always", "sleep 3600", ""));
+    wait_running(&cp, &node, ns, "box");
+
+    // Output, both streams, exit codes.
+    let o = cp.kubectl(&["-n", ns, "exec", "box", "--", "echo", "hello"]);
+    assert_eq!(
+        (o.status.code(), stdout(&o).as_str()),
+        (Some(0), "hello\n"),
+        "{o:?}\n{}",
+        node.log_tail(30)
+    );
+    let o = cp.kubectl(&[
+        "-n",
+        ns,
+        "exec",
+        "box",
+        "--",
+        "sh",
+        "-c",
+        "echo out; echo err >&2; exit 3",
+    ]);
+    assert_eq!(o.status.code(), Some(3), "{o:?}");
+    assert_eq!(stdout(&o), "out\n");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("err\n") && err.contains("command terminated with exit code 3"),
+        "{err}"
+    );
+    let o = cp.kubectl(&["-n", ns, "exec", "box", "--", "no-such-binary"]);
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("no-such-binary"),
+        "{o:?}"
+    );
+
+    // stdin piped in, EOF closes it.
+    let o = kubectl_input(
+        &cp,
+        &[
+            "-n",
+            ns,
+            "exec",
+            "-i",
+            "box",
+            "--",
+            "sh",
+            "-c",
+            "wc -c; cat",
+        ],
+        b"",
+    );
+    assert_eq!(stdout(&o).trim(), "0", "{o:?}");
+    let big: Vec<u8> = (0..200_000u32)
+        .map(|i| b"abcdefghij\n"[(i % 11) as usize])
+        .collect();
+    let o = kubectl_input(&cp, &["-n", ns, "exec", "-i", "box", "--", "md5sum"], &big);
+    let want = Command::new("md5sum")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().unwrap().write_all(&big)?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    assert_eq!(
+        stdout(&o).split(' ').next(),
+        String::from_utf8_lossy(&want.stdout).split(' ').next(),
+        "{o:?}"
+    );
+
+    // A terminal under tmux: size, resize, exit status, Ctrl-D.
+    let sess = format!("plexec{}", std::process::id());
+    let done = node.root.join("tty-exit");
+    let _ = std::fs::remove_file(&done);
+    let cmd = format!(
+        "KUBECONFIG={} kubectl -n {ns} exec -it box -- sh; echo $? > {}",
+        cp.admin_kubeconfig().display(),
+        done.display()
+    );
+    tmux(&[
+        "new-session",
+        "-d",
+        "-s",
+        &sess,
+        "-x",
+        "100",
+        "-y",
+        "30",
+        &cmd,
+    ]);
+    assert!(
+        pane_shows(&sess, "/ #").is_some(),
+        "no prompt: {}",
+        tmux(&["capture-pane", "-p", "-t", &sess])
+    );
+    tmux(&["send-keys", "-t", &sess, "stty size", "Enter"]);
+    assert!(
+        pane_shows(&sess, "30 100").is_some(),
+        "{}",
+        tmux(&["capture-pane", "-p", "-t", &sess])
+    );
+    tmux(&["resize-window", "-t", &sess, "-x", "120", "-y", "40"]);
+    std::thread::sleep(Duration::from_millis(500));
+    tmux(&["send-keys", "-t", &sess, "clear; stty size", "Enter"]);
+    assert!(
+        pane_shows(&sess, "40 120").is_some(),
+        "{}",
+        tmux(&["capture-pane", "-p", "-t", &sess])
+    );
+    tmux(&["send-keys", "-t", &sess, "echo $TERM; exit 7", "Enter"]);
+    let code = wait_for(Duration::from_secs(15), || {
+        std::fs::read_to_string(&done).ok()
+    });
+    let _ = tmux(&["kill-session", "-t", &sess]);
+    assert_eq!(code.as_deref().map(str::trim), Some("7"));
+    // Ctrl-D ends the shell with 0.
+    let _ = std::fs::remove_file(&done);
+    tmux(&[
+        "new-session",
+        "-d",
+        "-s",
+        &sess,
+        "-x",
+        "80",
+        "-y",
+        "24",
+        &cmd,
+    ]);
+    assert!(pane_shows(&sess, "/ #").is_some());
+    tmux(&["send-keys", "-t", &sess, "C-d"]);
+    let code = wait_for(Duration::from_secs(15), || {
+        std::fs::read_to_string(&done).ok()
+    });
+    let _ = tmux(&["kill-session", "-t", &sess]);
+    assert_eq!(code.as_deref().map(str::trim), Some("0"));
+
+    // The container exits mid-exec: the exec ends with it.
+    cp.apply(&pod("short", ns, &nn, "Never", "sleep 4", ""));
+    wait_running(&cp, &node, ns, "short");
+    let t = Instant::now();
+    let o = cp.kubectl(&["-n", ns, "exec", "short", "--", "sleep", "60"]);
+    assert!(!o.status.success());
+    assert!(
+        t.elapsed() < Duration::from_secs(20),
+        "exec outlived its container: {o:?}"
+    );
+
+    // attach: a shell with stdin and a terminal; what it prints reaches the
+    // attached client, and a command typed there runs.
+    cp.apply(&pod(
+        "att",
+        ns,
+        &nn,
+        "Always",
+        "while true; do echo tick; sleep 0.5; done",
+        "",
+    ));
+    wait_running(&cp, &node, ns, "att");
+    let mut a = Command::new("kubectl")
+        .env("KUBECONFIG", cp.admin_kubeconfig())
+        .args(["-n", ns, "attach", "att"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut r = BufReader::new(a.stdout.take().unwrap());
+    let mut l = String::new();
+    r.read_line(&mut l).unwrap();
+    let _ = a.kill();
+    let _ = a.wait();
+    assert_eq!(l, "tick\n");
+
+    cp.apply(&format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata: {{name: tty, namespace: {ns}}}
+spec:
+  nodeName: {nn}
+  automountServiceAccountToken: false
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: main
+    image: {BUSYBOX}
+    imagePullPolicy: Never
+    command: [sh]
+    stdin: true
+    tty: true
+"#
+    ));
+    wait_running(&cp, &node, ns, "tty");
+    let done = node.root.join("attach-exit");
+    let _ = std::fs::remove_file(&done);
+    let cmd = format!(
+        "KUBECONFIG={} kubectl -n {ns} attach -it tty; echo $? > {}",
+        cp.admin_kubeconfig().display(),
+        done.display()
+    );
+    tmux(&[
+        "new-session",
+        "-d",
+        "-s",
+        &sess,
+        "-x",
+        "90",
+        "-y",
+        "25",
+        &cmd,
+    ]);
+    std::thread::sleep(Duration::from_secs(2));
+    tmux(&[
+        "send-keys",
+        "-t",
+        &sess,
+        "echo at-$((6*7)); stty size",
+        "Enter",
+    ]);
+    let screen = pane_shows(&sess, "at-42");
+    assert!(
+        screen.is_some(),
+        "{}",
+        tmux(&["capture-pane", "-p", "-t", &sess])
+    );
+    assert!(
+        pane_shows(&sess, "25 90").is_some(),
+        "{}",
+        tmux(&["capture-pane", "-p", "-t", &sess])
+    );
+    let _ = tmux(&["kill-session", "-t", &sess]);
+
     cp.drop_namespace(ns);
 }

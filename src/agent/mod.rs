@@ -94,6 +94,30 @@ impl<R: Runtime> crate::server::Host for LocalApi<R> {
     async fn container_status(&self, id: &str) -> Result<crate::runtime::ContainerStatus> {
         Ok(self.runtime.container_status(id).await?)
     }
+    async fn exec(
+        &self,
+        container_id: &str,
+        cmd: &[String],
+        opts: crate::runtime::stream::StreamOptions,
+    ) -> Result<crate::runtime::stream::StreamProcess> {
+        Ok(self.runtime.exec_stream(container_id, cmd, opts).await?)
+    }
+    async fn attach(
+        &self,
+        container_id: &str,
+        opts: crate::runtime::stream::StreamOptions,
+    ) -> Result<crate::runtime::stream::StreamProcess> {
+        Ok(self.runtime.attach(container_id, opts).await?)
+    }
+    async fn port_forward(&self, pod_uid: &str, port: u16) -> Result<std::net::TcpStream> {
+        let sandboxes = self.runtime.list_pod_sandboxes().await?;
+        let sb = sandboxes
+            .iter()
+            .filter(|s| s.metadata.uid == pod_uid && s.state == crate::runtime::SandboxState::Ready)
+            .max_by_key(|s| s.created_at)
+            .with_context(|| format!("pod {pod_uid} has no running sandbox"))?;
+        Ok(self.runtime.port_forward(&sb.id, port).await?)
+    }
     fn api_client(&self) -> Option<Rc<crate::kube::Client>> {
         self.node.borrow().as_ref().map(|n| n.client().clone())
     }

@@ -435,6 +435,45 @@ pub trait Runtime {
         timeout: Duration,
     ) -> Result<ExecSyncResponse, RuntimeError>;
     async fn container_stats(&self, id: &str) -> Result<ContainerStats, RuntimeError>;
+
+    /// Starts `cmd` in a running container with streamed stdio and
+    /// optionally a terminal (`kubectl exec`).
+    async fn exec_stream(
+        &self,
+        id: &str,
+        cmd: &[String],
+        opts: super::stream::StreamOptions,
+    ) -> Result<super::stream::StreamProcess, RuntimeError> {
+        let _ = (cmd, opts);
+        Err(RuntimeError::Other(anyhow::anyhow!(
+            "container {id}: this runtime cannot stream an exec"
+        )))
+    }
+
+    /// Attaches to a running container's stdio (`kubectl attach`).
+    async fn attach(
+        &self,
+        id: &str,
+        opts: super::stream::StreamOptions,
+    ) -> Result<super::stream::StreamProcess, RuntimeError> {
+        let _ = opts;
+        Err(RuntimeError::Other(anyhow::anyhow!(
+            "container {id}: this runtime cannot attach"
+        )))
+    }
+
+    /// A TCP connection to `localhost:port` inside the sandbox's network
+    /// namespace (`kubectl port-forward`).
+    async fn port_forward(
+        &self,
+        sandbox_id: &str,
+        port: u16,
+    ) -> Result<std::net::TcpStream, RuntimeError> {
+        let _ = port;
+        Err(RuntimeError::Other(anyhow::anyhow!(
+            "pod sandbox {sandbox_id}: this runtime cannot forward ports"
+        )))
+    }
 }
 
 /// Labels and annotations picolet puts on sandboxes and containers (the

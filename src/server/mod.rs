@@ -18,6 +18,8 @@ pub mod auth;
 pub mod cert;
 pub mod http1;
 pub mod logs;
+pub mod remotecommand;
+pub mod spdy;
 pub mod tls;
 
 use crate::api::core::{Container, Pod, PodSpec, PodStatus};
@@ -53,6 +55,30 @@ pub trait Host {
     /// A container's runtime status (log path, state).
     async fn container_status(&self, id: &str) -> Result<crate::runtime::ContainerStatus> {
         anyhow::bail!("container {id}: no runtime behind this API")
+    }
+    /// Starts `cmd` in a running container with streamed stdio.
+    async fn exec(
+        &self,
+        container_id: &str,
+        cmd: &[String],
+        opts: crate::runtime::stream::StreamOptions,
+    ) -> Result<crate::runtime::stream::StreamProcess> {
+        let _ = (cmd, opts);
+        anyhow::bail!("container {container_id}: no runtime behind this API")
+    }
+    /// Attaches to a running container's stdio.
+    async fn attach(
+        &self,
+        container_id: &str,
+        opts: crate::runtime::stream::StreamOptions,
+    ) -> Result<crate::runtime::stream::StreamProcess> {
+        let _ = opts;
+        anyhow::bail!("container {container_id}: no runtime behind this API")
+    }
+    /// A connection to `localhost:port` in the network namespace of the
+    /// pod with this UID.
+    async fn port_forward(&self, pod_uid: &str, port: u16) -> Result<std::net::TcpStream> {
+        anyhow::bail!("pod {pod_uid} port {port}: no runtime behind this API")
     }
     /// The API client, once picolet is a cluster member (token and access
     /// reviews).
@@ -133,6 +159,8 @@ struct Ctx<H> {
     /// `enableDebuggingHandlers`: logs, exec, attach, port-forward.
     debugging: bool,
     configz: serde_json::Value,
+    /// `streamingConnectionIdleTimeout`.
+    stream_idle: Duration,
     active: Cell<usize>,
     pending: Cell<usize>,
 }
@@ -172,6 +200,7 @@ pub fn listen<H: Host + 'static>(
         auth: None,
         debugging: false,
         configz: serde_json::Value::Null,
+        stream_idle: Duration::from_secs(4 * 3600),
         active: Cell::new(0),
         pending: Cell::new(0),
     });
@@ -192,6 +221,7 @@ pub struct SecureOptions {
     pub debugging: bool,
     pub configz: serde_json::Value,
     pub limits: Limits,
+    pub stream_idle: Duration,
 }
 
 impl SecureOptions {
@@ -234,6 +264,7 @@ impl SecureOptions {
             debugging: k.enable_debugging_handlers,
             configz: configz(k),
             limits: Limits::secure(),
+            stream_idle: k.streaming_connection_idle_timeout,
         })
     }
 }
@@ -259,6 +290,7 @@ pub fn listen_secure<H: Host + 'static>(o: SecureOptions, host: Rc<H>) -> Result
         auth: Some(auth),
         debugging: o.debugging,
         configz: o.configz,
+        stream_idle: o.stream_idle,
         active: Cell::new(0),
         pending: Cell::new(0),
     });
@@ -347,6 +379,11 @@ enum Action {
         opts: logs::LogOptions,
         container_id: String,
     },
+    /// An exec or attach session (an upgrade).
+    Command {
+        req: remotecommand::CommandRequest,
+        container_id: String,
+    },
 }
 
 async fn serve_conn<S, H>(
@@ -430,6 +467,56 @@ where
                         })
                     };
                 logs::stream(&mut s, path, &opts, &running, limits.io_timeout).await?;
+                return Ok(());
+            }
+            Action::Command {
+                req: cmd,
+                container_id,
+            } => {
+                if !req.wants_upgrade("spdy/3.1") {
+                    let r =
+                        Reply::text(400, "unable to upgrade: missing upgrade headers in request");
+                    http1::write_all(&mut s, &http1::encode(&r, false, false), limits.io_timeout)
+                        .await?;
+                    return Ok(());
+                }
+                let client = req.header_tokens("x-stream-protocol-version");
+                let protocol =
+                    match remotecommand::negotiate(&client, remotecommand::SPDY_PROTOCOLS) {
+                        Ok(p) => p,
+                        Err(r) => {
+                            http1::write_all(
+                                &mut s,
+                                &http1::encode(&r, false, false),
+                                limits.io_timeout,
+                            )
+                            .await?;
+                            return Ok(());
+                        }
+                    };
+                http1::write_all(
+                    &mut s,
+                    &remotecommand::switching("SPDY/3.1", &protocol, &[]),
+                    limits.io_timeout,
+                )
+                .await?;
+                let host = ctx.host.clone();
+                let (kind, command, opts) = (cmd.kind, cmd.command.clone(), cmd.opts);
+                let start = move || async move {
+                    match kind {
+                        remotecommand::Kind::Exec => host.exec(&container_id, &command, opts).await,
+                        remotecommand::Kind::Attach => host.attach(&container_id, opts).await,
+                    }
+                };
+                remotecommand::serve_spdy(
+                    s,
+                    std::mem::take(&mut buf),
+                    protocol,
+                    cmd,
+                    ctx.stream_idle,
+                    start,
+                )
+                .await;
                 return Ok(());
             }
         }
@@ -534,6 +621,30 @@ async fn route<H: Host>(ctx: &Ctx<H>, h: &Request) -> Action {
             let body = serde_json::json!({ "kubeletconfig": ctx.configz });
             Action::Reply(Reply::json(body.to_string().into_bytes()))
         }
+        (Api::Secure, "exec" | "attach") if ctx.debugging => {
+            if h.method != "GET" && h.method != "POST" {
+                let mut r = Reply::text(405, "405: Method Not Allowed\n");
+                r.extra.push(("Allow", "GET, POST".into()));
+                return Action::Reply(r);
+            }
+            let kind = if first == "exec" {
+                remotecommand::Kind::Exec
+            } else {
+                remotecommand::Kind::Attach
+            };
+            let req = match remotecommand::parse_request(kind, &segs[1..], h) {
+                Ok(r) => r,
+                Err(r) => return Action::Reply(r),
+            };
+            let pods = host.pods();
+            let Some(pod) = find_pod(&pods, &req.namespace, &req.pod, req.uid.as_deref()) else {
+                return error_text(404, "pod does not exist");
+            };
+            match running_container(pod, &req.container) {
+                Some(container_id) => Action::Command { req, container_id },
+                None => error_text(500, format!("container not found ({:?})", req.container)),
+            }
+        }
         (Api::Secure, "containerLogs") if ctx.debugging => {
             if let Some(r) = get_only(h) {
                 return Action::Reply(r);
@@ -589,6 +700,27 @@ async fn container_logs<H: Host>(host: &H, p: &[&str], h: &Request) -> Action {
         opts: logs::LogOptions { follow, ..opts },
         container_id: id,
     }
+}
+
+fn find_pod<'a>(pods: &'a [Pod], ns: &str, name: &str, uid: Option<&str>) -> Option<&'a Pod> {
+    pods.iter().find(|p| {
+        p.metadata.namespace.as_deref() == Some(ns)
+            && p.metadata.name.as_deref() == Some(name)
+            && uid.is_none_or(|u| p.metadata.uid.as_deref() == Some(u))
+    })
+}
+
+/// The runtime id of the running instance of a container, from the status.
+fn running_container(pod: &Pod, name: &str) -> Option<String> {
+    let st = pod.status.as_ref()?;
+    st.container_statuses
+        .iter()
+        .flatten()
+        .chain(st.init_container_statuses.iter().flatten())
+        .chain(st.ephemeral_container_statuses.iter().flatten())
+        .find(|c| c.name == name && c.state.as_ref().is_some_and(|s| s.running.is_some()))
+        .and_then(|c| c.container_id.as_deref())
+        .map(|id| id.split_once("://").map_or(id, |(_, b)| b).to_string())
 }
 
 fn pod_has_container(pod: &Pod, name: &str) -> bool {
