@@ -758,3 +758,137 @@ spec:
 
     cp.drop_namespace(ns);
 }
+
+#[test]
+fn port_forward_to_httpd() {
+    let cp = ControlPlane::shared();
+    let ns = "pl-pf";
+    cp.namespace(ns);
+    let node = member(17, &cp, "");
+    let nn = node.node_name.clone();
+    cp.apply(&format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata: {{name: web, namespace: {ns}}}
+spec:
+  nodeName: {nn}
+  automountServiceAccountToken: false
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: httpd
+    image: {}
+    imagePullPolicy: Never
+"#,
+        sync_support::HTTPD
+    ));
+    wait_running(&cp, &node, ns, "web");
+    // httpd serves a big file too (through several frames and both ways).
+    let o = cp.kubectl(&[
+        "-n",
+        ns,
+        "exec",
+        "web",
+        "--",
+        "sh",
+        "-c",
+        "dd if=/dev/urandom of=/www/big bs=1024 count=3000 2>/dev/null; md5sum /www/big",
+    ]);
+    let big_md5 = stdout(&o).split(' ').next().unwrap_or("").to_string();
+    assert_eq!(big_md5.len(), 32, "{o:?}");
+
+    let local = 18717u16;
+    let mut pf = Command::new("kubectl")
+        .env("KUBECONFIG", cp.admin_kubeconfig())
+        .args([
+            "-n",
+            ns,
+            "port-forward",
+            "pod/web",
+            &format!("{local}:8080"),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut r = BufReader::new(pf.stdout.take().unwrap());
+    let mut l = String::new();
+    r.read_line(&mut l).unwrap();
+    assert!(l.contains("Forwarding from 127.0.0.1"), "{l}");
+    let get = |path: &str| {
+        Command::new("curl")
+            .args([
+                "-sS",
+                "-m",
+                "20",
+                &format!("http://127.0.0.1:{local}{path}"),
+            ])
+            .output()
+            .unwrap()
+    };
+    let o = get("/healthz");
+    assert_eq!(stdout(&o), "ok\n", "{o:?}\n{}", node.log_tail(20));
+    // Several connections at once, one of them large.
+    let handles: Vec<_> = (0..8)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let path = if i == 0 { "/big" } else { "/healthz" };
+                Command::new("sh")
+                    .arg("-c")
+                    .arg(format!(
+                        "curl -sS -m 30 http://127.0.0.1:{local}{path} | md5sum"
+                    ))
+                    .output()
+                    .unwrap()
+            })
+        })
+        .collect();
+    let sums: Vec<String> = handles
+        .into_iter()
+        .map(|h| {
+            stdout(&h.join().unwrap())
+                .split(' ')
+                .next()
+                .unwrap_or("")
+                .to_string()
+        })
+        .collect();
+    let ok_md5 = {
+        let o = Command::new("sh")
+            .arg("-c")
+            .arg("printf 'ok\\n' | md5sum")
+            .output()
+            .unwrap();
+        stdout(&o).split(' ').next().unwrap().to_string()
+    };
+    assert_eq!(sums[0], big_md5);
+    assert!(sums[1..].iter().all(|s| *s == ok_md5), "{sums:?}");
+    // A port nobody listens on: the error reaches kubectl, others go on.
+    let _ = pf.kill();
+    let _ = pf.wait();
+    let mut pf = Command::new("kubectl")
+        .env("KUBECONFIG", cp.admin_kubeconfig())
+        .args([
+            "-n",
+            ns,
+            "port-forward",
+            "pod/web",
+            &format!("{local}:8081"),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut r = BufReader::new(pf.stdout.take().unwrap());
+    let mut l = String::new();
+    r.read_line(&mut l).unwrap();
+    let _ = get("/");
+    std::thread::sleep(Duration::from_millis(500));
+    let _ = pf.kill();
+    let out = pf.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("error forwarding port 8081") || err.contains("8081"),
+        "{err}"
+    );
+    cp.drop_namespace(ns);
+}

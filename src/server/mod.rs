@@ -18,6 +18,7 @@ pub mod auth;
 pub mod cert;
 pub mod http1;
 pub mod logs;
+pub mod portforward;
 pub mod remotecommand;
 pub mod spdy;
 pub mod tls;
@@ -384,6 +385,11 @@ enum Action {
         req: remotecommand::CommandRequest,
         container_id: String,
     },
+    /// A port-forward session (an upgrade).
+    PortForward {
+        pod: String,
+        uid: String,
+    },
 }
 
 async fn serve_conn<S, H>(
@@ -519,6 +525,51 @@ where
                 .await;
                 return Ok(());
             }
+            Action::PortForward { pod, uid } => {
+                if !req.wants_upgrade("spdy/3.1") {
+                    let r =
+                        Reply::text(400, "unable to upgrade: missing upgrade headers in request");
+                    http1::write_all(&mut s, &http1::encode(&r, false, false), limits.io_timeout)
+                        .await?;
+                    return Ok(());
+                }
+                let client = req.header_tokens("x-stream-protocol-version");
+                let protocol = match remotecommand::negotiate(&client, &[portforward::PROTOCOL]) {
+                    Ok(p) => p,
+                    Err(r) => {
+                        http1::write_all(
+                            &mut s,
+                            &http1::encode(&r, false, false),
+                            limits.io_timeout,
+                        )
+                        .await?;
+                        return Ok(());
+                    }
+                };
+                http1::write_all(
+                    &mut s,
+                    &remotecommand::switching("SPDY/3.1", &protocol, &[]),
+                    limits.io_timeout,
+                )
+                .await?;
+                let host = ctx.host.clone();
+                let pod_uid = uid.clone();
+                let connect: portforward::Connect = Rc::new(move |port| {
+                    let host = host.clone();
+                    let pod_uid = pod_uid.clone();
+                    Box::pin(async move { host.port_forward(&pod_uid, port).await })
+                });
+                portforward::serve_spdy(
+                    s,
+                    std::mem::take(&mut buf),
+                    pod,
+                    uid,
+                    ctx.stream_idle,
+                    connect,
+                )
+                .await;
+                return Ok(());
+            }
         }
     }
 }
@@ -643,6 +694,25 @@ async fn route<H: Host>(ctx: &Ctx<H>, h: &Request) -> Action {
             match running_container(pod, &req.container) {
                 Some(container_id) => Action::Command { req, container_id },
                 None => error_text(500, format!("container not found ({:?})", req.container)),
+            }
+        }
+        (Api::Secure, "portForward") if ctx.debugging => {
+            if h.method != "GET" && h.method != "POST" {
+                let mut r = Reply::text(405, "405: Method Not Allowed\n");
+                r.extra.push(("Allow", "GET, POST".into()));
+                return Action::Reply(r);
+            }
+            let req = match portforward::parse_request(&segs[1..]) {
+                Ok(r) => r,
+                Err(r) => return Action::Reply(r),
+            };
+            let pods = host.pods();
+            let Some(pod) = find_pod(&pods, &req.namespace, &req.pod, req.uid.as_deref()) else {
+                return error_text(404, "pod does not exist");
+            };
+            Action::PortForward {
+                pod: req.pod,
+                uid: pod.metadata.uid.clone().unwrap_or_default(),
             }
         }
         (Api::Secure, "containerLogs") if ctx.debugging => {
