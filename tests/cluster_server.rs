@@ -892,3 +892,202 @@ spec:
     );
     cp.drop_namespace(ns);
 }
+
+/// A cgroup v1 controller file of the cgroup a process is in (`..` for
+/// the parent, the pod).
+fn cgroup_file(pid: u32, controller: &str, up: bool, file: &str) -> u64 {
+    let cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let path = cg
+        .lines()
+        .find_map(|l| {
+            let mut f = l.splitn(3, ':');
+            let (_, ctrls, p) = (f.next()?, f.next()?, f.next()?);
+            ctrls
+                .split(',')
+                .any(|c| c == controller)
+                .then(|| p.to_string())
+        })
+        .unwrap_or_else(|| panic!("no {controller} cgroup in {cg}"));
+    let mut dir = std::path::PathBuf::from(format!("/sys/fs/cgroup/{controller}{path}"));
+    if up {
+        dir.pop();
+    }
+    std::fs::read_to_string(dir.join(file))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+fn promtool(text: &str) -> (bool, String) {
+    use std::io::Write;
+    let mut c = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (scripts/runtime/install-packages.sh installs it)");
+    c.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let o = c.wait_with_output().unwrap();
+    (
+        o.status.success(),
+        format!("{}{}", stdout(&o), String::from_utf8_lossy(&o.stderr)),
+    )
+}
+
+#[test]
+fn stats_and_metrics() {
+    let cp = ControlPlane::shared();
+    let ns = "pl-stats";
+    cp.namespace(ns);
+    let node = member(18, &cp, "");
+    let nn = node.node_name.clone();
+    cp.apply(&pod(
+        "load",
+        ns,
+        &nn,
+        "Always",
+        "dd if=/dev/zero of=/dev/null",
+        "",
+    ));
+    let p = wait_running(&cp, &node, ns, "load");
+    let cid = p["status"]["containerStatuses"][0]["containerID"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let pid =
+        wait_for(Duration::from_secs(10), || node.container_pid(&cid)).expect("container pid");
+    std::thread::sleep(Duration::from_secs(1));
+
+    let raw = |path: &str| ok(kubelet_kubectl(&cp, &node, &["get", "--raw", path]));
+    let node_cpu = || {
+        std::fs::read_to_string("/sys/fs/cgroup/cpuacct/cpuacct.usage")
+            .unwrap()
+            .trim()
+            .parse::<u64>()
+            .unwrap()
+    };
+    let (n0, c0, p0) = (
+        node_cpu(),
+        cgroup_file(pid, "cpuacct", false, "cpuacct.usage"),
+        cgroup_file(pid, "cpuacct", true, "cpuacct.usage"),
+    );
+    let s: Value = serde_json::from_str(&raw("/stats/summary")).unwrap();
+    let (n1, c1, p1) = (
+        node_cpu(),
+        cgroup_file(pid, "cpuacct", false, "cpuacct.usage"),
+        cgroup_file(pid, "cpuacct", true, "cpuacct.usage"),
+    );
+    let between = |v: &Value, lo: u64, hi: u64| {
+        let v = v.as_u64().unwrap_or_else(|| panic!("not a number: {v}"));
+        assert!((lo..=hi).contains(&v), "{v} not in {lo}..={hi}");
+    };
+    assert_eq!(s["node"]["nodeName"], nn.as_str());
+    between(&s["node"]["cpu"]["usageCoreNanoSeconds"], n0, n1);
+    assert!(s["node"]["memory"]["workingSetBytes"].as_u64().unwrap() > 0);
+    assert!(s["node"]["fs"]["capacityBytes"].as_u64().unwrap() > 0);
+    assert!(s["node"]["rlimit"]["maxpid"].as_u64().unwrap() > 0);
+    let names: Vec<&str> = s["node"]["systemContainers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    assert!(
+        names.contains(&"kubelet") && names.contains(&"pods"),
+        "{names:?}"
+    );
+    let pods = s["pods"].as_array().unwrap();
+    let lp = pods
+        .iter()
+        .find(|p| p["podRef"]["name"] == "load")
+        .expect("pod load in the summary");
+    assert_eq!(lp["podRef"]["namespace"], ns);
+    assert_eq!(lp["podRef"]["uid"], p["metadata"]["uid"]);
+    between(&lp["cpu"]["usageCoreNanoSeconds"], p0, p1);
+    let c = &lp["containers"][0];
+    assert_eq!(c["name"], "main");
+    between(&c["cpu"]["usageCoreNanoSeconds"], c0, c1);
+    let mem = cgroup_file(pid, "memory", false, "memory.usage_in_bytes");
+    let got = c["memory"]["usageBytes"].as_u64().unwrap();
+    assert!(
+        got.abs_diff(mem) < 4 << 20,
+        "memory {got} vs cgroupfs {mem}"
+    );
+    assert!(lp["process_stats"]["process_count"].as_u64().unwrap() >= 1);
+    assert_eq!(lp["network"]["name"], "eth0", "{}", lp["network"]);
+    assert!(
+        c["logs"]["usedBytes"].is_u64() && c["rootfs"]["usedBytes"].is_u64(),
+        "{c}"
+    );
+    // A rate after a second scrape: dd keeps one core busy.
+    std::thread::sleep(Duration::from_secs(2));
+    let s2: Value = serde_json::from_str(&raw("/stats/summary")).unwrap();
+    let lp2 = s2["pods"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["podRef"]["name"] == "load")
+        .unwrap();
+    let rate = lp2["containers"][0]["cpu"]["usageNanoCores"]
+        .as_u64()
+        .unwrap_or(0);
+    assert!(
+        rate > 500_000_000 && rate < 1_300_000_000,
+        "usageNanoCores {rate}"
+    );
+
+    // /metrics/resource: what metrics-server reads.
+    let m = raw("/metrics/resource");
+    let (good, out) = promtool(&m);
+    assert!(good, "promtool on /metrics/resource: {out}\n{m}");
+    let line = |name: &str| {
+        m.lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("no {name} in\n{m}"))
+            .to_string()
+    };
+    let cpu: f64 = line(&format!(
+        "container_cpu_usage_seconds_total{{container=\"main\",namespace=\"{ns}\",pod=\"load\"}}"
+    ))
+    .split(' ')
+    .nth(1)
+    .unwrap()
+    .parse()
+    .unwrap();
+    let c2 = cgroup_file(pid, "cpuacct", false, "cpuacct.usage") as f64 / 1e9;
+    assert!(cpu > 1.0 && cpu <= c2, "{cpu} vs {c2}");
+    assert!(
+        line("node_cpu_usage_seconds_total ").split(' ').count() == 3,
+        "timestamped"
+    );
+    line(&format!(
+        "pod_memory_working_set_bytes{{namespace=\"{ns}\",pod=\"load\"}}"
+    ));
+    line("node_memory_working_set_bytes ");
+    assert!(m.contains("\nresource_scrape_error 0\n"), "{m}");
+
+    // /metrics: picolet's own, in the upstream names, accepted by promtool.
+    let own = raw("/metrics");
+    let (good, out) = promtool(&own);
+    assert!(good, "promtool on /metrics: {out}\n{own}");
+    assert!(own.contains("\nkubelet_running_pods 1\n"), "{own}");
+    assert!(
+        own.contains("kubelet_running_containers{container_state=\"running\"} 1\n"),
+        "{own}"
+    );
+    assert!(
+        own.contains("kubelet_pod_start_duration_seconds_count 1\n"),
+        "{own}"
+    );
+    assert!(own.contains("rest_client_requests_total{"), "{own}");
+    assert!(own.contains("kubelet_http_requests_total{long_running=\"false\",method=\"GET\",path=\"/stats\",server_type=\"readwrite\"} 2\n"), "{own}");
+    let probes = raw("/metrics/probes");
+    assert!(promtool(&probes).0, "{probes}");
+    // only_cpu_and_memory
+    let small: Value =
+        serde_json::from_str(&raw("/stats/summary?only_cpu_and_memory=true")).unwrap();
+    assert!(small["node"]["fs"].is_null() && small["node"]["cpu"].is_object());
+    cp.drop_namespace(ns);
+}

@@ -118,6 +118,37 @@ impl<R: Runtime> crate::server::Host for LocalApi<R> {
             .with_context(|| format!("pod {pod_uid} has no running sandbox"))?;
         Ok(self.runtime.port_forward(&sb.id, port).await?)
     }
+    async fn stats_inputs(&self) -> Result<crate::server::stats::Inputs> {
+        let sandboxes = self.runtime.list_pod_sandboxes().await?;
+        let containers = self
+            .runtime
+            .list_containers(&crate::runtime::ContainerFilter::default())
+            .await?;
+        let mut out = crate::server::stats::Inputs::default();
+        for sb in sandboxes {
+            let info = self.runtime.pod_sandbox_info(&sb.id);
+            out.pods.push(crate::server::stats::PodInput {
+                cgroup_parent: info.as_ref().map(|i| i.cgroup_parent.clone()),
+                netns: info.and_then(|i| i.netns),
+                sandbox: sb,
+            });
+        }
+        for c in containers {
+            let running = c.state == crate::runtime::ContainerState::Running;
+            let stats = if running {
+                self.runtime.container_stats(&c.id).await.ok()
+            } else {
+                None
+            };
+            let status = self.runtime.container_status(&c.id).await.ok();
+            out.containers.push(crate::server::stats::ContainerInput {
+                container: c,
+                stats,
+                status,
+            });
+        }
+        Ok(out)
+    }
     fn api_client(&self) -> Option<Rc<crate::kube::Client>> {
         self.node.borrow().as_ref().map(|n| n.client().clone())
     }

@@ -1711,6 +1711,15 @@ impl Runtime for ShimRuntime {
         super::stream::attach(&shim, id, &hub, c.stdin.clone(), once, opts).map_err(other)
     }
 
+    fn pod_sandbox_info(&self, id: &str) -> Option<SandboxInfo> {
+        let sb = self.inner.sandbox(id).ok()?;
+        let cp = sb.cp.borrow();
+        Some(SandboxInfo {
+            cgroup_parent: cp.config.cgroup_parent.clone(),
+            netns: cp.netns.clone(),
+        })
+    }
+
     async fn port_forward(
         &self,
         sandbox_id: &str,

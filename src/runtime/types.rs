@@ -131,6 +131,14 @@ pub struct PodSandboxStatus {
     pub annotations: StringMap,
 }
 
+/// A sandbox's cgroup parent and network namespace path (`None`: host
+/// network).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SandboxInfo {
+    pub cgroup_parent: String,
+    pub netns: Option<std::path::PathBuf>,
+}
+
 /// A sandbox as listed (no network detail).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PodSandbox {
@@ -460,6 +468,13 @@ pub trait Runtime {
         Err(RuntimeError::Other(anyhow::anyhow!(
             "container {id}: this runtime cannot attach"
         )))
+    }
+
+    /// Where a sandbox's usage is read (stats): its cgroup and network
+    /// namespace. `None` when unknown.
+    fn pod_sandbox_info(&self, id: &str) -> Option<SandboxInfo> {
+        let _ = id;
+        None
     }
 
     /// A TCP connection to `localhost:port` inside the sandbox's network

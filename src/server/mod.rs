@@ -18,9 +18,11 @@ pub mod auth;
 pub mod cert;
 pub mod http1;
 pub mod logs;
+pub mod metrics;
 pub mod portforward;
 pub mod remotecommand;
 pub mod spdy;
+pub mod stats;
 pub mod tls;
 
 use crate::api::core::{Container, Pod, PodSpec, PodStatus};
@@ -80,6 +82,11 @@ pub trait Host {
     /// pod with this UID.
     async fn port_forward(&self, pod_uid: &str, port: u16) -> Result<std::net::TcpStream> {
         anyhow::bail!("pod {pod_uid} port {port}: no runtime behind this API")
+    }
+    /// The pods, containers and stats `/stats/summary` and the metrics
+    /// are made of.
+    async fn stats_inputs(&self) -> Result<stats::Inputs> {
+        Ok(stats::Inputs::default())
     }
     /// The API client, once picolet is a cluster member (token and access
     /// reviews).
@@ -162,6 +169,10 @@ struct Ctx<H> {
     configz: serde_json::Value,
     /// `streamingConnectionIdleTimeout`.
     stream_idle: Duration,
+    node: NodePaths,
+    cgroups: Option<crate::runtime::cgroups::Cgroups>,
+    rates: stats::Rates,
+    registry: metrics::Registry,
     active: Cell<usize>,
     pending: Cell<usize>,
 }
@@ -202,6 +213,10 @@ pub fn listen<H: Host + 'static>(
         debugging: false,
         configz: serde_json::Value::Null,
         stream_idle: Duration::from_secs(4 * 3600),
+        node: NodePaths::default(),
+        cgroups: None,
+        rates: stats::Rates::default(),
+        registry: metrics::Registry::default(),
         active: Cell::new(0),
         pending: Cell::new(0),
     });
@@ -223,6 +238,17 @@ pub struct SecureOptions {
     pub configz: serde_json::Value,
     pub limits: Limits,
     pub stream_idle: Duration,
+    pub node: NodePaths,
+}
+
+/// Where the node's figures come from.
+#[derive(Debug, Clone, Default)]
+pub struct NodePaths {
+    pub node_name: String,
+    pub root_dir: std::path::PathBuf,
+    pub images_dir: std::path::PathBuf,
+    /// The pods' parent cgroup (`<cgroupRoot>/kubepods`).
+    pub pods_cgroup: String,
 }
 
 impl SecureOptions {
@@ -266,6 +292,16 @@ impl SecureOptions {
             configz: configz(k),
             limits: Limits::secure(),
             stream_idle: k.streaming_connection_idle_timeout,
+            node: NodePaths {
+                node_name: cfg.node_name.clone(),
+                root_dir: cfg.root_dir.clone(),
+                images_dir: cfg.images_dir(),
+                pods_cgroup: if k.cgroups_per_qos {
+                    crate::runtime::convert::qos_cgroups(&k.cgroup_root)[0].clone()
+                } else {
+                    k.cgroup_root.clone()
+                },
+            },
         })
     }
 }
@@ -292,6 +328,10 @@ pub fn listen_secure<H: Host + 'static>(o: SecureOptions, host: Rc<H>) -> Result
         debugging: o.debugging,
         configz: o.configz,
         stream_idle: o.stream_idle,
+        cgroups: crate::runtime::cgroups::Cgroups::detect().ok(),
+        node: o.node,
+        rates: stats::Rates::default(),
+        registry: metrics::Registry::default(),
         active: Cell::new(0),
         pending: Cell::new(0),
     });
@@ -403,6 +443,7 @@ where
     H: Host + 'static,
 {
     let limits = ctx.limits;
+    let api = ctx.api;
     let mut buf: Vec<u8> = Vec::with_capacity(1024);
     let mut first = true;
     loop {
@@ -440,6 +481,15 @@ where
         // A (small) body: the API takes none.
         if !http1::discard_body(&mut s, &mut buf, req.content_length, limits.io_timeout).await? {
             return Ok(());
+        }
+        if api == Api::Secure {
+            let long = matches!(
+                req.path.trim_start_matches('/').split('/').next(),
+                Some("exec" | "attach" | "portForward")
+            ) || (req.path.starts_with("/containerLogs")
+                && req.query.contains("follow=true"));
+            ctx.registry
+                .request(&req.method, &req.path, "readwrite", long);
         }
         let action = match &ctx.auth {
             Some(auth) => match authorize(auth, peer_certs.as_deref(), &req).await {
@@ -715,6 +765,54 @@ async fn route<H: Host>(ctx: &Ctx<H>, h: &Request) -> Action {
                 uid: pod.metadata.uid.clone().unwrap_or_default(),
             }
         }
+        (Api::Secure, "stats") if segs.get(1) == Some(&"summary") && segs.len() == 2 => {
+            if h.method != "GET" && h.method != "POST" && h.method != "HEAD" {
+                return Action::Reply(Reply::text(405, "405: Method Not Allowed\n"));
+            }
+            match summary(ctx).await {
+                Ok(v) => {
+                    let v = if h.param("only_cpu_and_memory").as_deref() == Some("true") {
+                        only_cpu_and_memory(v)
+                    } else {
+                        v
+                    };
+                    Action::Reply(Reply::json(v.to_string().into_bytes()))
+                }
+                Err(e) => error_text(
+                    500,
+                    format!("Internal Error: failed to get node info: {e:#}"),
+                ),
+            }
+        }
+        (Api::Secure, "metrics") if segs.len() <= 2 => {
+            if let Some(r) = get_only(h) {
+                return Action::Reply(r);
+            }
+            let text = match segs.get(1).copied() {
+                None => own_metrics(ctx).await,
+                Some("resource") => match summary(ctx).await {
+                    Ok(v) => stats::resource_metrics(&v, false),
+                    Err(e) => {
+                        log::warn!("resource metrics: {e:#}");
+                        stats::resource_metrics(&serde_json::json!({}), true)
+                    }
+                },
+                Some("probes") => {
+                    let mut t = metrics::Text::default();
+                    t.family(
+                        "prober_probe_total",
+                        "[ALPHA] Cumulative number of a liveness, readiness or startup probe for a container by result.",
+                        "counter",
+                        &[],
+                    );
+                    t.finish()
+                }
+                _ => return Action::Reply(not_found()),
+            };
+            let mut r = Reply::text(200, text);
+            r.content_type = "text/plain; version=0.0.4; charset=utf-8";
+            Action::Reply(r)
+        }
         (Api::Secure, "containerLogs") if ctx.debugging => {
             if let Some(r) = get_only(h) {
                 return Action::Reply(r);
@@ -770,6 +868,169 @@ async fn container_logs<H: Host>(host: &H, p: &[&str], h: &Request) -> Action {
         opts: logs::LogOptions { follow, ..opts },
         container_id: id,
     }
+}
+
+/// The Summary now: the host's pods and containers, their cgroups, and
+/// each pod's network namespace counters (read on a thread inside it).
+async fn summary<H: Host>(ctx: &Ctx<H>) -> Result<serde_json::Value> {
+    let inputs = ctx.host.stats_inputs().await?;
+    let mut net = std::collections::HashMap::new();
+    for p in &inputs.pods {
+        if let (Some(ns), SandboxState::Ready) = (&p.netns, p.sandbox.state) {
+            let r = crate::network::netns::run_in(ns, || {
+                std::fs::read_to_string("/proc/thread-self/net/dev").unwrap_or_default()
+            })
+            .await;
+            if let Ok(text) = r {
+                net.insert(p.sandbox.id.clone(), stats::parse_net_dev(&text));
+            }
+        }
+    }
+    let n = &ctx.node;
+    let nc = stats::NodeContext {
+        node_name: &n.node_name,
+        root_dir: &n.root_dir,
+        images_dir: &n.images_dir,
+        cgroups: ctx.cgroups.as_ref(),
+        pods_cgroup: &n.pods_cgroup,
+    };
+    Ok(stats::summary(&nc, &inputs, &net, &ctx.rates))
+}
+
+/// `only_cpu_and_memory=true`: what the resource metrics need.
+fn only_cpu_and_memory(mut v: serde_json::Value) -> serde_json::Value {
+    let keep = |o: &mut serde_json::Value, keys: &[&str]| {
+        if let Some(m) = o.as_object_mut() {
+            m.retain(|k, _| keys.contains(&k.as_str()));
+        }
+    };
+    keep(
+        &mut v["node"],
+        &["nodeName", "startTime", "cpu", "memory", "systemContainers"],
+    );
+    if let Some(pods) = v["pods"].as_array_mut() {
+        for p in pods {
+            keep(p, &["podRef", "startTime", "cpu", "memory", "containers"]);
+            if let Some(cs) = p["containers"].as_array_mut() {
+                for c in cs {
+                    keep(c, &["name", "startTime", "cpu", "memory"]);
+                }
+            }
+        }
+    }
+    v
+}
+
+/// picolet's `/metrics`.
+async fn own_metrics<H: Host>(ctx: &Ctx<H>) -> String {
+    let host = &*ctx.host;
+    let pods = host.pods();
+    ctx.registry.observe_pods(&pods);
+    let inputs = host.stats_inputs().await.unwrap_or_default();
+    let mut t = metrics::Text::default();
+    let one = |v: f64| vec![(vec![], v, None)];
+    let running = inputs
+        .pods
+        .iter()
+        .filter(|p| p.sandbox.state == SandboxState::Ready)
+        .count();
+    t.family(
+        "kubelet_running_pods",
+        "[ALPHA] Number of pods that have a running pod sandbox",
+        "gauge",
+        &one(running as f64),
+    );
+    let mut by_state: BTreeMap<&str, usize> = BTreeMap::new();
+    for c in &inputs.containers {
+        let s = match c.container.state {
+            ContainerState::Created => "created",
+            ContainerState::Running => "running",
+            ContainerState::Exited => "exited",
+            ContainerState::Unknown => "unknown",
+        };
+        *by_state.entry(s).or_default() += 1;
+    }
+    let samples: Vec<metrics::Sample> = by_state
+        .into_iter()
+        .map(|(s, n)| (vec![("container_state", s.to_string())], n as f64, None))
+        .collect();
+    t.family(
+        "kubelet_running_containers",
+        "[ALPHA] Number of containers currently running",
+        "gauge",
+        &samples,
+    );
+    t.histogram(
+        "kubelet_pod_start_duration_seconds",
+        "[ALPHA] Duration in seconds from kubelet seeing a pod for the first time to the pod starting to run",
+        &ctx.registry.pod_start.borrow(),
+    );
+    let http: Vec<metrics::Sample> = ctx
+        .registry
+        .http
+        .borrow()
+        .iter()
+        .map(|((m, p, st, long), n)| {
+            (
+                vec![
+                    ("long_running", long.to_string()),
+                    ("method", m.clone()),
+                    ("path", p.clone()),
+                    ("server_type", st.to_string()),
+                ],
+                *n as f64,
+                None,
+            )
+        })
+        .collect();
+    t.family(
+        "kubelet_http_requests_total",
+        "[ALPHA] Number of the http requests received since the server started",
+        "counter",
+        &http,
+    );
+    t.family(
+        "kubelet_node_name",
+        "[ALPHA] The node's name. The count is always 1.",
+        "gauge",
+        &[(vec![("node", ctx.node.node_name.clone())], 1.0, None)],
+    );
+    let rest: Vec<metrics::Sample> = host
+        .api_client()
+        .map(|c| {
+            let tr = c.transport();
+            vec![(
+                vec![(
+                    "host",
+                    tr.server().trim_start_matches("https://").to_string(),
+                )],
+                tr.requests_sent() as f64,
+                None,
+            )]
+        })
+        .unwrap_or_default();
+    t.family(
+        "rest_client_requests_total",
+        "[ALPHA] Number of HTTP requests sent to the API server",
+        "counter",
+        &rest,
+    );
+    if let Some(a) = &ctx.auth {
+        t.family(
+            "picolet_token_reviews_total",
+            "TokenReviews sent to authenticate requests",
+            "counter",
+            &one(a.token_reviews.get() as f64),
+        );
+        t.family(
+            "picolet_subject_access_reviews_total",
+            "SubjectAccessReviews sent to authorize requests",
+            "counter",
+            &one(a.access_reviews.get() as f64),
+        );
+    }
+    metrics::process(&mut t);
+    t.finish()
 }
 
 fn find_pod<'a>(pods: &'a [Pod], ns: &str, name: &str, uid: Option<&str>) -> Option<&'a Pod> {
