@@ -1091,3 +1091,184 @@ fn stats_and_metrics() {
     assert!(small["node"]["fs"].is_null() && small["node"]["cpu"].is_object());
     cp.drop_namespace(ns);
 }
+
+/// The stdlib-only WebSocket client beside these tests.
+fn ws(
+    cp: &ControlPlane,
+    node: &Node,
+    path: &str,
+    proto: &str,
+    mode: &str,
+    input: &[u8],
+    extra: &[&str],
+) -> Value {
+    use std::io::Write;
+    let pki = cp.dir.join("pki");
+    let mut c = Command::new("python3")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/server_support/ws_client.py"
+        ))
+        .args(["127.0.0.1", &node.port.to_string(), path, proto])
+        .arg(pki.join("apiserver-kubelet-client.crt"))
+        .arg(pki.join("apiserver-kubelet-client.key"))
+        .arg(mode)
+        .args(extra)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    c.stdin.take().unwrap().write_all(input).unwrap();
+    let o = c.wait_with_output().unwrap();
+    serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("ws client: {e}: {o:?}\n{}", node.log_tail(20)))
+}
+
+fn rss_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap()
+}
+
+#[test]
+fn websocket_variants_and_bad_clients() {
+    let cp = ControlPlane::shared();
+    let ns = "pl-ws";
+    cp.namespace(ns);
+    let node = member(19, &cp, "");
+    let nn = node.node_name.clone();
+    cp.apply(&format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata: {{name: web, namespace: {ns}}}
+spec:
+  nodeName: {nn}
+  automountServiceAccountToken: false
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: main
+    image: {}
+    imagePullPolicy: Never
+"#,
+        sync_support::HTTPD
+    ));
+    wait_running(&cp, &node, ns, "web");
+    let exec = |q: &str| format!("/exec/{ns}/web/main?{q}");
+
+    // v5: stdin, its close signal, stdout, stderr and the exit status.
+    let v = ws(&cp, &node, &exec("command=sh&command=-c&command=echo+hi%3B+cat%3B+echo+e+%3E%262%3B+exit+5&input=1&output=1&error=1"), "v5.channel.k8s.io", "exec", b"piped\n", &[]);
+    assert_eq!(v["status"], "HTTP/1.1 101 Switching Protocols", "{v}");
+    assert_eq!(v["channels"]["1"], "hi\npiped\n", "{v}");
+    assert_eq!(v["channels"]["2"], "e\n", "{v}");
+    let st: Value = serde_json::from_str(v["channels"]["3"].as_str().unwrap()).unwrap();
+    assert_eq!(st["details"]["causes"][0]["message"], "5", "{st}");
+    // base64 text frames (v4.base64).
+    let v = ws(
+        &cp,
+        &node,
+        &exec("command=echo&command=b64&output=1"),
+        "v4.base64.channel.k8s.io",
+        "exec",
+        b"",
+        &[],
+    );
+    assert_eq!(v["channels"]["1"], "b64\n", "{v}");
+    assert_eq!(
+        v["channels"]["3"], r#"{"metadata":{},"status":"Success"}"#,
+        "{v}"
+    );
+    // port-forward: the port announced on both channels, then data.
+    let v = ws(
+        &cp,
+        &node,
+        &format!("/portForward/{ns}/web?port=8080"),
+        "v4.channel.k8s.io",
+        "pf",
+        b"",
+        &[],
+    );
+    assert_eq!(
+        v["channels"]["init0"],
+        serde_json::json!([0x90, 0x1f]),
+        "{v}"
+    );
+    let body = v["channels"]["0"].as_str().unwrap();
+    assert!(
+        body.starts_with("HTTP/1.") && body.contains(" 200 ") && body.ends_with("\r\n\r\nok\n"),
+        "{v}"
+    );
+
+    let pid = node.pid().unwrap();
+    let rss0 = rss_kb(pid);
+    // A client that stops reading while the process writes without end:
+    // back-pressure, no growth.
+    let stall = Command::new("python3")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/server_support/ws_client.py"
+        ))
+        .args([
+            "127.0.0.1",
+            &node.port.to_string(),
+            &exec("command=cat&command=%2Fdev%2Fzero&output=1"),
+            "v5.channel.k8s.io",
+        ])
+        .arg(cp.dir.join("pki/apiserver-kubelet-client.crt"))
+        .arg(cp.dir.join("pki/apiserver-kubelet-client.key"))
+        .args(["stall", "8"])
+        .spawn()
+        .unwrap();
+    // Garbage after a SPDY upgrade, and a bad WebSocket frame: the
+    // session ends, picolet stays.
+    let cert = cp.dir.join("pki/apiserver-kubelet-client.crt");
+    let key = cp.dir.join("pki/apiserver-kubelet-client.key");
+    for (upgrade, junk) in [
+        ("Upgrade: SPDY/3.1\r\nX-Stream-Protocol-Version: v4.channel.k8s.io", &b"\x80\x03\x00\x01\x00\xff\xff\xff garbage"[..]),
+        ("Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==", &b"\x82\x7f\xff\xff\xff\xff\xff\xff\xff\xff"[..]),
+    ] {
+        use std::io::Write;
+        let mut c = Command::new("openssl")
+            .args(["s_client", "-quiet", "-connect", &format!("127.0.0.1:{}", node.port)])
+            .arg("-cert").arg(&cert).arg("-key").arg(&key)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut i = c.stdin.take().unwrap();
+        let _ = write!(i, "POST {} HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\n{upgrade}\r\n\r\n", exec("command=cat&input=1&output=1"));
+        std::thread::sleep(Duration::from_millis(500));
+        let _ = i.write_all(junk);
+        std::thread::sleep(Duration::from_millis(500));
+        drop(i);
+        let o = c.wait_with_output().unwrap();
+        assert!(stdout(&o).starts_with("HTTP/1.1 101"), "{o:?}");
+    }
+    // Thousands of half-open connections (no TLS handshake).
+    let flood: Vec<std::net::TcpStream> = (0..2000)
+        .filter_map(|_| std::net::TcpStream::connect(("127.0.0.1", node.port)).ok())
+        .collect();
+    std::thread::sleep(Duration::from_secs(3));
+    let rss1 = rss_kb(pid);
+    assert!(rss1 < rss0 + 32 * 1024, "RSS grew from {rss0} to {rss1} kB");
+    drop(flood);
+    let mut stall = stall;
+    let _ = stall.wait();
+    // Everything still answers.
+    std::thread::sleep(Duration::from_secs(1));
+    let o = cp.kubectl(&["-n", ns, "exec", "web", "--", "echo", "still"]);
+    assert_eq!(stdout(&o), "still\n", "{o:?}\n{}", node.log_tail(20));
+    let rss2 = rss_kb(pid);
+    eprintln!("RSS: {rss0} kB before, {rss1} kB with a stalled reader and 2000 half-open connections, {rss2} kB after");
+    // The stalled exec was killed when its client went.
+    let ps = ok(cp.kubectl(&["-n", ns, "exec", "web", "--", "ps"]));
+    assert!(
+        !ps.contains("cat /dev/zero") && !ps.lines().any(|l| l.trim_end().ends_with(" cat")),
+        "{ps}"
+    );
+    cp.drop_namespace(ns);
+}

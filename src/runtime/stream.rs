@@ -245,11 +245,11 @@ pub async fn exec(
             stdin = Some(open_fifo_writer(&p)?);
             req.stdin = p.to_string_lossy().into_owned();
         }
-        // A terminal merges stderr into stdout.
-        for (want, s) in [
-            (o.stdout || o.tty, Stream::Stdout),
-            (o.stderr && !o.tty, Stream::Stderr),
-        ] {
+        // A terminal merges stderr into stdout. Without one both FIFOs are
+        // made even when a stream was not asked for (the runc shim fails
+        // an exec with only one of them); the caller drops what nobody
+        // asked for.
+        for (want, s) in [(true, Stream::Stdout), (!o.tty, Stream::Stderr)] {
             if !want {
                 continue;
             }

@@ -24,6 +24,7 @@ pub mod remotecommand;
 pub mod spdy;
 pub mod stats;
 pub mod tls;
+pub mod websocket;
 
 use crate::api::core::{Container, Pod, PodSpec, PodStatus};
 use crate::api::meta::ObjectMeta;
@@ -529,6 +530,43 @@ where
                 req: cmd,
                 container_id,
             } => {
+                if req.wants_upgrade("websocket") {
+                    let protocol = match websocket::negotiate(&req, websocket::COMMAND_PROTOCOLS)
+                        .and_then(|p| websocket::handshake(&req, &p).map(|h| (p, h)))
+                    {
+                        Ok(x) => x,
+                        Err(r) => {
+                            http1::write_all(
+                                &mut s,
+                                &http1::encode(&r, false, false),
+                                limits.io_timeout,
+                            )
+                            .await?;
+                            return Ok(());
+                        }
+                    };
+                    http1::write_all(&mut s, &protocol.1, limits.io_timeout).await?;
+                    let host = ctx.host.clone();
+                    let (kind, command, opts) = (cmd.kind, cmd.command.clone(), cmd.opts);
+                    let start = move || async move {
+                        match kind {
+                            remotecommand::Kind::Exec => {
+                                host.exec(&container_id, &command, opts).await
+                            }
+                            remotecommand::Kind::Attach => host.attach(&container_id, opts).await,
+                        }
+                    };
+                    remotecommand::serve_ws(
+                        s,
+                        std::mem::take(&mut buf),
+                        protocol.0,
+                        cmd,
+                        ctx.stream_idle,
+                        start,
+                    )
+                    .await;
+                    return Ok(());
+                }
                 if !req.wants_upgrade("spdy/3.1") {
                     let r =
                         Reply::text(400, "unable to upgrade: missing upgrade headers in request");
@@ -576,6 +614,42 @@ where
                 return Ok(());
             }
             Action::PortForward { pod, uid } => {
+                let host = ctx.host.clone();
+                let pod_uid = uid.clone();
+                let connect: portforward::Connect = Rc::new(move |port| {
+                    let host = host.clone();
+                    let pod_uid = pod_uid.clone();
+                    Box::pin(async move { host.port_forward(&pod_uid, port).await })
+                });
+                if req.wants_upgrade("websocket") {
+                    let ready = portforward::query_ports(&req).and_then(|ports| {
+                        let p = websocket::negotiate(&req, websocket::PORTFORWARD_PROTOCOLS)?;
+                        let h = websocket::handshake(&req, &p)?;
+                        Ok((ports, p, h))
+                    });
+                    let (ports, protocol, head) = match ready {
+                        Ok(x) => x,
+                        Err(r) => {
+                            http1::write_all(
+                                &mut s,
+                                &http1::encode(&r, false, false),
+                                limits.io_timeout,
+                            )
+                            .await?;
+                            return Ok(());
+                        }
+                    };
+                    http1::write_all(&mut s, &head, limits.io_timeout).await?;
+                    let b = std::mem::take(&mut buf);
+                    let target = portforward::Target {
+                        pod,
+                        uid,
+                        idle: ctx.stream_idle,
+                        connect,
+                    };
+                    portforward::serve_ws(s, b, protocol, ports, target).await;
+                    return Ok(());
+                }
                 if !req.wants_upgrade("spdy/3.1") {
                     let r =
                         Reply::text(400, "unable to upgrade: missing upgrade headers in request");
@@ -602,13 +676,6 @@ where
                     limits.io_timeout,
                 )
                 .await?;
-                let host = ctx.host.clone();
-                let pod_uid = uid.clone();
-                let connect: portforward::Connect = Rc::new(move |port| {
-                    let host = host.clone();
-                    let pod_uid = pod_uid.clone();
-                    Box::pin(async move { host.port_forward(&pod_uid, port).await })
-                });
                 portforward::serve_spdy(
                     s,
                     std::mem::take(&mut buf),

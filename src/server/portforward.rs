@@ -201,6 +201,127 @@ async fn forward<W: AsyncWrite + Unpin + 'static>(
     drop(up);
 }
 
+/// The `port` query parameters of the WebSocket variant.
+pub fn query_ports(req: &super::http1::Request) -> Result<Vec<u16>, Reply> {
+    let ports: Vec<String> = req
+        .query_pairs()
+        .into_iter()
+        .filter(|(k, _)| k == "port")
+        .map(|(_, v)| v)
+        .collect();
+    if ports.is_empty() {
+        return Err(Reply::text(400, "query parameter \"port\" is required"));
+    }
+    ports
+        .iter()
+        .map(|p| {
+            parse_port(p)
+                .map_err(|e| Reply::text(400, format!("unable to parse {p:?} as a port: {e}")))
+        })
+        .collect()
+}
+
+/// The pod a session forwards to.
+pub struct Target {
+    pub pod: String,
+    pub uid: String,
+    pub idle: Duration,
+    pub connect: Connect,
+}
+
+/// Runs an upgraded WebSocket port-forward session: channel 2i carries
+/// the i-th port's data, 2i+1 its errors; each channel starts with the
+/// port (2 bytes, little-endian).
+pub async fn serve_ws<S>(io: S, buf: Vec<u8>, protocol: String, ports: Vec<u16>, t: Target)
+where
+    S: AsyncRead + AsyncWrite + Unpin + 'static,
+{
+    use super::websocket::{demux, Message, Reader, Writer};
+    let Target {
+        pod,
+        uid,
+        idle,
+        connect,
+    } = t;
+    let (r, w) = futures_lite::io::split(io);
+    let w = Writer::new(w, idle, protocol.contains("base64"));
+    let mut inputs = Vec::new();
+    let mut tasks = Vec::new();
+    for (i, port) in ports.iter().copied().enumerate() {
+        let (data, err) = ((2 * i) as u8, (2 * i + 1) as u8);
+        for ch in [data, err] {
+            if w.channel(ch, &port.to_le_bytes()).await.is_err() {
+                return;
+            }
+        }
+        let (tx, rx) = channel::bounded::<Vec<u8>>(8);
+        inputs.push(tx);
+        let (w, connect, pod, uid) = (w.clone(), connect.clone(), pod.clone(), uid.clone());
+        tasks.push(crate::rt::spawn(async move {
+            let conn = match connect(port).await.and_then(|c| Ok(Async::new(c)?)) {
+                Ok(c) => Rc::new(c),
+                Err(e) => {
+                    let msg =
+                        format!("error forwarding port {port} to pod {pod}, uid {uid}: {e:#}");
+                    let _ = w.channel(err, msg.as_bytes()).await;
+                    return;
+                }
+            };
+            let up = {
+                let conn = conn.clone();
+                crate::rt::spawn(async move {
+                    while let Ok(chunk) = rx.recv().await {
+                        let mut c = &*conn;
+                        if c.write_all(&chunk).await.is_err() {
+                            return;
+                        }
+                    }
+                    let _ = conn.get_ref().shutdown(std::net::Shutdown::Write);
+                })
+            };
+            let mut b = vec![0u8; 32 << 10];
+            loop {
+                let mut c = &*conn;
+                match c.read(&mut b).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if w.channel(data, &b[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+            drop(up);
+        }));
+    }
+    let mut rd = Reader::new(r, buf);
+    loop {
+        match rd.next(&w).await {
+            Ok(Message::Data { text, payload }) => {
+                if let Some((ch, d)) = demux(text, &payload) {
+                    let i = usize::from(ch / 2);
+                    // Data channels only; writes to error channels are ignored.
+                    if ch % 2 == 0
+                        && i < inputs.len()
+                        && !d.is_empty()
+                        && inputs[i].send(d).await.is_err()
+                    {
+                        log::debug!("port-forward: port {} closed", ports[i]);
+                    }
+                }
+            }
+            Ok(Message::Close) => break,
+            Err(e) => {
+                log::debug!("WebSocket port-forward: {e}");
+                break;
+            }
+        }
+    }
+    drop(inputs);
+    drop(tasks);
+    w.close().await;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

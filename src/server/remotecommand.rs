@@ -306,12 +306,23 @@ pub async fn serve_spdy<S, F, Fut>(
     let outcome = match proc {
         None => return,
         Some(Err(e)) => Outcome::Error(format!("{e:#}")),
-        Some(Ok(p)) => run(p, &sess, &mut st, &mut reader, req.kind, &cmd)
-            .await
-            .unwrap_or_else(|| {
-                // The client went away: nothing to report to.
-                Outcome::Error("client disconnected".into())
-            }),
+        Some(Ok(p)) => {
+            let cio = ClientIo {
+                out: Rc::new(SpdyOut {
+                    sess: sess.clone(),
+                    stdout: st.stdout,
+                    stderr: st.stderr,
+                }),
+                stdin: st.stdin.take().map(|s| s.data),
+                resize: st.resize.take().map(|s| s.data),
+            };
+            run(p, cio, &mut reader, req.kind, &cmd)
+                .await
+                .unwrap_or_else(|| {
+                    // The client went away: nothing to report to.
+                    Outcome::Error("client disconnected".into())
+                })
+        }
     };
     for id in [st.stdout, st.stderr].into_iter().flatten() {
         let _ = sess.data(id, &[], true).await;
@@ -324,23 +335,54 @@ pub async fn serve_spdy<S, F, Fut>(
     sess.shutdown().await;
 }
 
-/// Copies until the process is done; `None` when the client went first.
-async fn run<W: AsyncWrite + Unpin + 'static>(
+/// Where process output goes (a SPDY stream or a WebSocket channel).
+#[allow(async_fn_in_trait)]
+pub trait Out {
+    async fn send(&self, s: Stream, data: &[u8]) -> std::io::Result<()>;
+}
+
+struct SpdyOut<W> {
+    sess: Rc<Session<W>>,
+    stdout: Option<u32>,
+    stderr: Option<u32>,
+}
+
+impl<W: AsyncWrite + Unpin> Out for SpdyOut<W> {
+    async fn send(&self, s: Stream, data: &[u8]) -> std::io::Result<()> {
+        let id = match s {
+            Stream::Stdout => self.stdout,
+            Stream::Stderr => self.stderr,
+        };
+        match id {
+            Some(id) => self.sess.data(id, data, false).await,
+            None => Ok(()),
+        }
+    }
+}
+
+/// The client side of a session: input channels and where output goes.
+pub struct ClientIo<O> {
+    pub out: Rc<O>,
+    pub stdin: Option<channel::Receiver<Vec<u8>>>,
+    pub resize: Option<channel::Receiver<Vec<u8>>>,
+}
+
+/// Copies until the process is done; `None` when the client went first
+/// (`gone` resolves).
+pub async fn run<O: Out + 'static>(
     p: StreamProcess,
-    sess: &Rc<Session<W>>,
-    st: &mut Streams,
-    reader: &mut smol::Task<Result<(), String>>,
+    io: ClientIo<O>,
+    gone: impl std::future::Future,
     kind: Kind,
     cmd: &str,
 ) -> Option<Outcome> {
     let control = Rc::new(p.control);
     let mut tasks = Vec::new();
     // stdin: client -> process, then EOF.
-    if let (Some(s), Some(w)) = (st.stdin.take(), p.stdin) {
+    if let (Some(rx), Some(w)) = (io.stdin, p.stdin) {
         let control = control.clone();
         tasks.push(crate::rt::spawn(async move {
-            let mut rd = spdy::StreamReader::new(s.data);
-            while let Some(chunk) = rd.next().await {
+            while let Ok(chunk) = rx.recv().await {
                 let mut wr = &*w;
                 if wr.write_all(&chunk).await.is_err() {
                     break;
@@ -350,12 +392,11 @@ async fn run<W: AsyncWrite + Unpin + 'static>(
             control.close_stdin().await;
         }));
     }
-    if let Some(s) = st.resize.take() {
+    if let Some(rx) = io.resize {
         let control = control.clone();
         tasks.push(crate::rt::spawn(async move {
-            let mut rd = spdy::StreamReader::new(s.data);
             let mut buf = Vec::new();
-            while let Some(chunk) = rd.next().await {
+            while let Ok(chunk) = rx.recv().await {
                 buf.extend_from_slice(&chunk);
                 match take_sizes(&mut buf) {
                     Ok(sizes) => {
@@ -380,18 +421,11 @@ async fn run<W: AsyncWrite + Unpin + 'static>(
     // socket, reads wait on those writes).
     let mut outs = Vec::new();
     for mut o in p.outputs {
-        let sess = sess.clone();
-        let (out_id, err_id) = (st.stdout, st.stderr);
+        let out = io.out.clone();
         outs.push(crate::rt::spawn(async move {
             while let Some(Ok((s, data))) = o.next().await {
-                let id = match s {
-                    Stream::Stdout => out_id,
-                    Stream::Stderr => err_id,
-                };
-                if let Some(id) = id {
-                    if sess.data(id, &data, false).await.is_err() {
-                        break;
-                    }
+                if out.send(s, &data).await.is_err() {
+                    break;
                 }
             }
         }));
@@ -415,7 +449,7 @@ async fn run<W: AsyncWrite + Unpin + 'static>(
         exit
     };
     let done = future::or(async { Some(work.await) }, async {
-        let _ = reader.await;
+        gone.await;
         None
     })
     .await;
@@ -429,6 +463,104 @@ async fn run<W: AsyncWrite + Unpin + 'static>(
         Some(Ok(code)) => Outcome::ExitCode(code, cmd.to_string()),
         Some(Err(e)) => Outcome::Error(format!("{e:#}")),
     })
+}
+
+/// Runs an upgraded WebSocket session of `/exec` or `/attach`.
+pub async fn serve_ws<S, F, Fut>(
+    io: S,
+    buf: Vec<u8>,
+    protocol: String,
+    req: CommandRequest,
+    idle_timeout: Duration,
+    start: F,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + 'static,
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<StreamProcess>>,
+{
+    use super::websocket::{demux, Message, Reader, Writer};
+    let (r, w) = futures_lite::io::split(io);
+    let w = Writer::new(w, idle_timeout, protocol.contains("base64"));
+    let v5 = protocol.starts_with("v5.");
+    let (stdin_tx, stdin_rx) = channel::bounded::<Vec<u8>>(8);
+    let (resize_tx, resize_rx) = channel::bounded::<Vec<u8>>(8);
+    let o = req.opts;
+    // Demultiplexes the client's messages until it closes.
+    let reader = {
+        let w = w.clone();
+        crate::rt::spawn(async move {
+            let mut rd = Reader::new(r, buf);
+            let mut stdin_tx = Some(stdin_tx);
+            loop {
+                match rd.next(&w).await {
+                    Ok(Message::Data { text, payload }) => match demux(text, &payload) {
+                        Some((0, d)) => {
+                            if let Some(tx) = &stdin_tx {
+                                if !d.is_empty() && tx.send(d).await.is_err() {
+                                    stdin_tx = None;
+                                }
+                            }
+                        }
+                        Some((4, d)) => {
+                            let _ = resize_tx.send(d).await;
+                        }
+                        // v5: close a channel (the client's stdin EOF).
+                        Some((255, d)) if v5 && d.first() == Some(&0) => stdin_tx = None,
+                        _ => {}
+                    },
+                    Ok(Message::Close) => return,
+                    Err(e) => {
+                        log::debug!("WebSocket: {e}");
+                        return;
+                    }
+                }
+            }
+        })
+    };
+    let cmd = go_list(&req.command);
+    let out = Rc::new(WsOut {
+        w: w.clone(),
+        opts: o,
+    });
+    let mut reader = reader;
+    let proc = future::or(async { Some(start().await) }, async {
+        (&mut reader).await;
+        None
+    })
+    .await;
+    let outcome = match proc {
+        None => return,
+        Some(Err(e)) => Outcome::Error(format!("{e:#}")),
+        Some(Ok(p)) => {
+            let cio = ClientIo {
+                out,
+                stdin: o.stdin.then_some(stdin_rx),
+                resize: o.tty.then_some(resize_rx),
+            };
+            run(p, cio, &mut reader, req.kind, &cmd)
+                .await
+                .unwrap_or_else(|| Outcome::Error("client disconnected".into()))
+        }
+    };
+    if let Some(body) = outcome.encode(&protocol) {
+        let _ = w.channel(3, body.as_bytes()).await;
+    }
+    w.close().await;
+}
+
+struct WsOut<W> {
+    w: Rc<super::websocket::Writer<W>>,
+    opts: StreamOptions,
+}
+
+impl<W: AsyncWrite + Unpin> Out for WsOut<W> {
+    async fn send(&self, s: Stream, data: &[u8]) -> std::io::Result<()> {
+        match s {
+            Stream::Stdout if self.opts.stdout => self.w.channel(1, data).await,
+            Stream::Stderr if self.opts.stderr => self.w.channel(2, data).await,
+            _ => Ok(()),
+        }
+    }
 }
 
 /// The 101 response of an upgrade to `upgrade` with the negotiated protocol.
