@@ -83,7 +83,64 @@ pub struct KubeletConfig {
     /// `serverTLSBootstrap`: a cluster-signed serving certificate for the
     /// kubelet port instead of the self-signed one.
     pub server_tls_bootstrap: bool,
+    /// Serving certificate and key of the secure port (both or neither;
+    /// neither: a self-signed pair under `<root>/pki`).
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_private_key_file: Option<PathBuf>,
+    /// `VersionTLS12` (default) or `VersionTLS13`.
+    pub tls_min_version: Option<String>,
+    /// Go cipher suite names; empty: the defaults.
+    pub tls_cipher_suites: Vec<String>,
+    pub authentication: Authentication,
+    pub authorization: Authorization,
+    /// Logs, exec, attach and port-forward on the secure port.
+    pub enable_debugging_handlers: bool,
+    /// An exec/attach/port-forward session with no traffic ends after this.
+    pub streaming_connection_idle_timeout: Duration,
     pub picolet: PicoletConfig,
+}
+
+/// `authentication` (upstream KubeletAuthentication, v1beta1 defaults).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Authentication {
+    /// `x509.clientCAFile`: client certificates signed by it authenticate.
+    pub client_ca_file: Option<PathBuf>,
+    /// `webhook.enabled`: bearer tokens through TokenReview.
+    pub webhook_enabled: bool,
+    /// `webhook.cacheTTL`.
+    pub webhook_cache_ttl: Duration,
+    /// `anonymous.enabled`.
+    pub anonymous: bool,
+}
+
+impl Default for Authentication {
+    fn default() -> Self {
+        Authentication {
+            client_ca_file: None,
+            webhook_enabled: true,
+            webhook_cache_ttl: Duration::from_secs(120),
+            anonymous: false,
+        }
+    }
+}
+
+/// `authorization` (upstream KubeletAuthorization, v1beta1 defaults).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Authorization {
+    /// `Webhook` or `AlwaysAllow`.
+    pub mode: String,
+    pub cache_authorized_ttl: Duration,
+    pub cache_unauthorized_ttl: Duration,
+}
+
+impl Default for Authorization {
+    fn default() -> Self {
+        Authorization {
+            mode: "Webhook".into(),
+            cache_authorized_ttl: Duration::from_secs(300),
+            cache_unauthorized_ttl: Duration::from_secs(30),
+        }
+    }
 }
 
 /// picolet's own settings (the `picolet:` section).
@@ -166,6 +223,14 @@ impl Default for KubeletConfig {
             kube_reserved: BTreeMap::new(),
             rotate_certificates: true,
             server_tls_bootstrap: false,
+            tls_cert_file: None,
+            tls_private_key_file: None,
+            tls_min_version: None,
+            tls_cipher_suites: Vec::new(),
+            authentication: Authentication::default(),
+            authorization: Authorization::default(),
+            enable_debugging_handlers: true,
+            streaming_connection_idle_timeout: Duration::from_secs(4 * 3600),
             picolet: PicoletConfig::default(),
         }
     }
@@ -204,8 +269,6 @@ fn default_eviction_hard() -> BTreeMap<String, String> {
 /// Upstream fields picolet accepts but does not act on (no "unknown" warning).
 const IGNORED_UPSTREAM: &[&str] = &[
     "allowedUnsafeSysctls",
-    "authentication",
-    "authorization",
     "containerLogMaxWorkers",
     "containerLogMonitorInterval",
     "containerRuntimeEndpoint",
@@ -218,7 +281,6 @@ const IGNORED_UPSTREAM: &[&str] = &[
     "enableContentionProfiling",
     "enableControllerAttachDetach",
     "enableDebugFlagsHandler",
-    "enableDebuggingHandlers",
     "enableProfilingHandler",
     "enableSystemLogHandler",
     "enableSystemLogQuery",
@@ -259,13 +321,8 @@ const IGNORED_UPSTREAM: &[&str] = &[
     "shutdownGracePeriodByPodPriority",
     "shutdownGracePeriodCriticalPods",
     "singleProcessOOMKill",
-    "streamingConnectionIdleTimeout",
     "systemCgroups",
     "systemReservedCgroup",
-    "tlsCertFile",
-    "tlsCipherSuites",
-    "tlsMinVersion",
-    "tlsPrivateKeyFile",
     "topologyManagerPolicy",
     "topologyManagerPolicyOptions",
     "topologyManagerScope",
@@ -421,6 +478,16 @@ impl KubeletConfig {
                 "kubeReserved" => c.kube_reserved = f.string_map()?,
                 "rotateCertificates" => c.rotate_certificates = f.bool()?,
                 "serverTLSBootstrap" => c.server_tls_bootstrap = f.bool()?,
+                "tlsCertFile" => c.tls_cert_file = f.opt_path()?,
+                "tlsPrivateKeyFile" => c.tls_private_key_file = f.opt_path()?,
+                "tlsMinVersion" => c.tls_min_version = f.opt_string()?,
+                "tlsCipherSuites" => c.tls_cipher_suites = f.string_list()?,
+                "enableDebuggingHandlers" => c.enable_debugging_handlers = f.bool()?,
+                "streamingConnectionIdleTimeout" => {
+                    c.streaming_connection_idle_timeout = f.duration()?
+                }
+                "authentication" => c.authentication = Authentication::from_value(val, &mut warn)?,
+                "authorization" => c.authorization = Authorization::from_value(val, &mut warn)?,
                 "picolet" => c.picolet = PicoletConfig::from_value(val, &mut warn)?,
                 other if IGNORED_UPSTREAM.contains(&other) => warn.push(format!(
                     "field {other} is not supported by picolet; ignored"
@@ -557,6 +624,71 @@ pub fn parse_threshold(s: &str) -> Result<Threshold> {
     Ok(Threshold::Quantity(
         crate::api::quantity::Quantity::parse(s)?.value(),
     ))
+}
+
+/// Walks `{a: {b: value}}` calling `f("a.b", value)`, one level deep.
+fn nested(
+    top: &str,
+    v: &Value,
+    warn: &mut Vec<String>,
+    mut f: impl FnMut(&str, &Value) -> Result<bool>,
+) -> Result<()> {
+    for (k, val) in Field(top, v).object()? {
+        match val.as_object() {
+            Some(m) => {
+                for (k2, v2) in m {
+                    let name = format!("{top}.{k}.{k2}");
+                    if !f(&format!("{k}.{k2}"), v2).with_context(|| name.clone())? {
+                        warn.push(format!("unknown field {name}"));
+                    }
+                }
+            }
+            None if f(k, val).with_context(|| format!("{top}.{k}"))? => {}
+            None => warn.push(format!("unknown field {top}.{k}")),
+        }
+    }
+    Ok(())
+}
+
+impl Authentication {
+    fn from_value(v: &Value, warn: &mut Vec<String>) -> Result<Self> {
+        let mut a = Authentication::default();
+        nested("authentication", v, warn, |k, val| {
+            let f = Field(k, val);
+            match k {
+                "x509.clientCAFile" => a.client_ca_file = f.opt_path()?,
+                "webhook.enabled" => a.webhook_enabled = f.bool()?,
+                "webhook.cacheTTL" => a.webhook_cache_ttl = f.duration()?,
+                "anonymous.enabled" => a.anonymous = f.bool()?,
+                _ => return Ok(false),
+            }
+            Ok(true)
+        })?;
+        Ok(a)
+    }
+}
+
+impl Authorization {
+    fn from_value(v: &Value, warn: &mut Vec<String>) -> Result<Self> {
+        let mut a = Authorization::default();
+        nested("authorization", v, warn, |k, val| {
+            let f = Field(k, val);
+            match k {
+                "mode" => {
+                    let m = f.string()?;
+                    if m != "Webhook" && m != "AlwaysAllow" {
+                        bail!("unsupported mode {m:?}: Webhook or AlwaysAllow");
+                    }
+                    a.mode = m;
+                }
+                "webhook.cacheAuthorizedTTL" => a.cache_authorized_ttl = f.duration()?,
+                "webhook.cacheUnauthorizedTTL" => a.cache_unauthorized_ttl = f.duration()?,
+                _ => return Ok(false),
+            }
+            Ok(true)
+        })?;
+        Ok(a)
+    }
 }
 
 impl PicoletConfig {
@@ -937,15 +1069,67 @@ picolet:
     }
 
     #[test]
+    fn reads_server_auth_and_tls() {
+        let (c, w) = parse(
+            r#"
+kind: KubeletConfiguration
+port: 18650
+tlsCertFile: /etc/k/c.crt
+tlsPrivateKeyFile: /etc/k/c.key
+tlsMinVersion: VersionTLS13
+tlsCipherSuites: [TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256]
+authentication:
+  x509: {clientCAFile: /etc/k/ca.crt}
+  webhook: {enabled: false, cacheTTL: 10s}
+  anonymous: {enabled: true}
+authorization:
+  mode: AlwaysAllow
+  webhook: {cacheAuthorizedTTL: 1m, cacheUnauthorizedTTL: 5s}
+enableDebuggingHandlers: false
+"#,
+        )
+        .unwrap();
+        assert!(w.is_empty(), "{w:?}");
+        assert_eq!(c.port, 18650);
+        assert_eq!(c.tls_cert_file, Some("/etc/k/c.crt".into()));
+        assert_eq!(c.tls_min_version.as_deref(), Some("VersionTLS13"));
+        assert_eq!(c.tls_cipher_suites.len(), 1);
+        assert_eq!(
+            c.authentication,
+            Authentication {
+                client_ca_file: Some("/etc/k/ca.crt".into()),
+                webhook_enabled: false,
+                webhook_cache_ttl: Duration::from_secs(10),
+                anonymous: true,
+            }
+        );
+        assert_eq!(c.authorization.mode, "AlwaysAllow");
+        assert_eq!(
+            c.authorization.cache_authorized_ttl,
+            Duration::from_secs(60)
+        );
+        assert_eq!(
+            c.authorization.cache_unauthorized_ttl,
+            Duration::from_secs(5)
+        );
+        assert!(!c.enable_debugging_handlers);
+        let e = parse("authorization: {mode: RBAC}").unwrap_err();
+        assert!(format!("{e:#}").contains("authorization.mode"), "{e:#}");
+        let (_, w) = parse("authentication: {x509: {nope: 1}}").unwrap();
+        assert_eq!(w, ["unknown field authentication.x509.nope"]);
+    }
+
+    #[test]
     fn unknown_fields_warn() {
-        let (_, w) =
-            parse("kind: KubeletConfiguration\nbogus: 1\ntlsCertFile: x\npicolet: {nope: 1}\n")
-                .unwrap();
+        let (_, w) = parse(
+            "kind: KubeletConfiguration\nbogus: 1\ncpuManagerPolicy: x\npicolet: {nope: 1}\n",
+        )
+        .unwrap();
         assert_eq!(w.len(), 3, "{w:?}");
         assert!(w.iter().any(|m| m == "unknown field bogus"), "{w:?}");
         assert!(
             w.iter()
-                .any(|m| m.contains("tlsCertFile") && m.contains("not supported")),
+                .any(|m| m.contains("cpuManagerPolicy") && m.contains("not supported")),
             "{w:?}"
         );
         assert!(w.iter().any(|m| m == "unknown field picolet.nope"), "{w:?}");

@@ -102,7 +102,7 @@ fn registers_reports_status_and_renews_its_lease() {
         st["addresses"],
         serde_json::json!([{"type": "InternalIP", "address": ip}, {"type": "Hostname", "address": name}])
     );
-    assert_eq!(st["daemonEndpoints"]["kubeletEndpoint"]["Port"], 10250);
+    assert_eq!(st["daemonEndpoints"]["kubeletEndpoint"]["Port"], node.port);
     let info = &st["nodeInfo"];
     assert_eq!(info["kubeletVersion"], picolet::node::kubelet_version());
     assert_eq!(

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Binary size per release target, and the budget: aarch64 musl <= 4 MiB.
+# Binary size per release target, and the budget: aarch64 musl <= 5 MiB (raised from 4 MiB
+# with the kubelet API on port 10250: see README, Footprint).
 #   usage: scripts/bench/size.sh          (BENCH_TARGETS="aarch64-unknown-linux-musl" to limit)
 # Sizes are of the static, stripped release binaries as built from this tree now
 # (cross/build-static.sh; a no-op when up to date), plus the gzip -9 size (the download).
@@ -8,7 +9,7 @@
 . "$(dirname "$0")/lib.sh"
 need file stat gzip wc
 
-BUDGET=$((4 * 1024 * 1024))
+BUDGET=$((5 * 1024 * 1024))
 read -r -a targets <<<"${BENCH_TARGETS:-${BENCH_TARGETS_ALL[*]}}"
 
 for t in "${targets[@]}"; do

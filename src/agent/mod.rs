@@ -72,6 +72,9 @@ pub struct LocalApi<R> {
     pub runtime: Rc<R>,
     pub health: Rc<Health>,
     pub machine: Rc<MachineInfo>,
+    /// The node manager once picolet joined a cluster (its API client
+    /// makes the secure port's token and access reviews).
+    pub node: Rc<RefCell<Option<Rc<crate::node::NodeManager>>>>,
 }
 
 impl<R: Runtime> crate::server::Host for LocalApi<R> {
@@ -91,6 +94,67 @@ impl<R: Runtime> crate::server::Host for LocalApi<R> {
     }
     fn machine_info(&self) -> MachineInfo {
         (*self.machine).clone()
+    }
+    async fn container_status(&self, id: &str) -> Result<crate::runtime::ContainerStatus> {
+        Ok(self.runtime.container_status(id).await?)
+    }
+    async fn exec(
+        &self,
+        container_id: &str,
+        cmd: &[String],
+        opts: crate::runtime::stream::StreamOptions,
+    ) -> Result<crate::runtime::stream::StreamProcess> {
+        Ok(self.runtime.exec_stream(container_id, cmd, opts).await?)
+    }
+    async fn attach(
+        &self,
+        container_id: &str,
+        opts: crate::runtime::stream::StreamOptions,
+    ) -> Result<crate::runtime::stream::StreamProcess> {
+        Ok(self.runtime.attach(container_id, opts).await?)
+    }
+    async fn port_forward(&self, pod_uid: &str, port: u16) -> Result<std::net::TcpStream> {
+        let sandboxes = self.runtime.list_pod_sandboxes().await?;
+        let sb = sandboxes
+            .iter()
+            .filter(|s| s.metadata.uid == pod_uid && s.state == crate::runtime::SandboxState::Ready)
+            .max_by_key(|s| s.created_at)
+            .with_context(|| format!("pod {pod_uid} has no running sandbox"))?;
+        Ok(self.runtime.port_forward(&sb.id, port).await?)
+    }
+    async fn stats_inputs(&self) -> Result<crate::server::stats::Inputs> {
+        let sandboxes = self.runtime.list_pod_sandboxes().await?;
+        let containers = self
+            .runtime
+            .list_containers(&crate::runtime::ContainerFilter::default())
+            .await?;
+        let mut out = crate::server::stats::Inputs::default();
+        for sb in sandboxes {
+            let info = self.runtime.pod_sandbox_info(&sb.id);
+            out.pods.push(crate::server::stats::PodInput {
+                cgroup_parent: info.as_ref().map(|i| i.cgroup_parent.clone()),
+                netns: info.and_then(|i| i.netns),
+                sandbox: sb,
+            });
+        }
+        for c in containers {
+            let running = c.state == crate::runtime::ContainerState::Running;
+            let stats = if running {
+                self.runtime.container_stats(&c.id).await.ok()
+            } else {
+                None
+            };
+            let status = self.runtime.container_status(&c.id).await.ok();
+            out.containers.push(crate::server::stats::ContainerInput {
+                container: c,
+                stats,
+                status,
+            });
+        }
+        Ok(out)
+    }
+    fn api_client(&self) -> Option<Rc<crate::kube::Client>> {
+        self.node.borrow().as_ref().map(|n| n.client().clone())
     }
 }
 
@@ -253,13 +317,21 @@ impl Agent {
         let _gc = crate::rt::spawn(image_gc(self.images.clone(), pleg.clone()));
 
         let health = Health::new(pleg.clone(), kc.sync_frequency);
+        let node_slot: Rc<RefCell<Option<Rc<crate::node::NodeManager>>>> = Rc::default();
         let api = Rc::new(LocalApi {
             status: status.clone(),
             runtime: runtime.clone(),
             health: health.clone(),
             machine: self.machine.clone(),
+            node: node_slot.clone(),
         });
-        let _servers = crate::server::start(kc, api)?;
+        let _servers = crate::server::start(kc, api.clone())?;
+        let _secure = if kc.enable_server {
+            let o = crate::server::SecureOptions::from_config(&self.cfg, &self.node.node_ips)?;
+            Some(crate::server::listen_secure(o, api)?)
+        } else {
+            None
+        };
 
         let (stop_tx, stop_rx) = smol::channel::bounded(1);
         let mut signals =
@@ -282,7 +354,6 @@ impl Agent {
 
         // Node admission: against the Node as the API server has it once
         // picolet is a member, else the Node it would register.
-        let node_slot: Rc<RefCell<Option<Rc<crate::node::NodeManager>>>> = Rc::default();
         k.set_admission(admission(&self, node_slot.clone()));
 
         let joining = self.cfg.kubeconfig.clone();

@@ -124,6 +124,11 @@ impl NodeManager {
     }
 
     /// The Node as the server last showed it.
+    /// The API client this node talks through.
+    pub fn client(&self) -> &Rc<Client> {
+        &self.client
+    }
+
     pub fn node(&self) -> Option<Node> {
         self.server.borrow().clone()
     }

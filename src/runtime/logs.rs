@@ -269,12 +269,67 @@ impl LogFile {
     }
 }
 
+/// Output a container writes, as `kubectl attach` sessions receive it:
+/// every byte the copier peeks is offered to each subscriber as soon as it
+/// is seen (partial lines too: a shell prompt has no newline). A
+/// subscriber that falls more than [`ATTACH_QUEUE`] chunks behind is
+/// dropped (its session ends) so it never slows the container or the log.
+#[derive(Default)]
+pub struct AttachHub {
+    subs: RefCell<Vec<channel::Sender<Chunk>>>,
+    open: std::cell::Cell<usize>,
+    closed: std::cell::Cell<bool>,
+}
+
+/// A piece of output and the stream it came on.
+pub type Chunk = (Stream, Vec<u8>);
+
+/// Chunks (each at most a pipe's worth) an attach session may lag behind.
+pub const ATTACH_QUEUE: usize = 32;
+
+impl AttachHub {
+    /// A new subscriber; `None` when the output already ended.
+    pub fn subscribe(&self) -> Option<channel::Receiver<Chunk>> {
+        if self.closed.get() {
+            return None;
+        }
+        let (tx, rx) = channel::bounded(ATTACH_QUEUE);
+        self.subs.borrow_mut().push(tx);
+        Some(rx)
+    }
+
+    fn broadcast(&self, stream: Stream, data: &[u8]) {
+        if data.is_empty() {
+            return;
+        }
+        self.subs
+            .borrow_mut()
+            .retain(|tx| match tx.try_send((stream, data.to_vec())) {
+                Ok(()) => true,
+                Err(channel::TrySendError::Full(_)) => {
+                    log::info!("attach: a client fell behind the container's output; dropping it");
+                    false
+                }
+                Err(channel::TrySendError::Closed(_)) => false,
+            });
+    }
+
+    fn stream_ended(&self) {
+        self.open.set(self.open.get().saturating_sub(1));
+        if self.open.get() == 0 {
+            self.closed.set(true);
+            self.subs.borrow_mut().clear();
+        }
+    }
+}
+
 /// A container's log FIFOs opened for reading and its log file; not yet
 /// copying. See [`ContainerLog::open`].
 pub struct ContainerLog {
     streams: Vec<(Stream, Async<OwnedFd>)>,
     file: Rc<RefCell<LogFile>>,
     max_line: usize,
+    hub: Rc<AttachHub>,
 }
 
 impl ContainerLog {
@@ -294,10 +349,13 @@ impl ContainerLog {
                 streams.push((s, fifo_reader(p)?));
             }
         }
+        let hub = Rc::new(AttachHub::default());
+        hub.open.set(streams.len());
         Ok(ContainerLog {
             streams,
             file: Rc::new(RefCell::new(LogFile::open(log_path, policy)?)),
             max_line: policy.max_line,
+            hub,
         })
     }
 
@@ -306,6 +364,7 @@ impl ContainerLog {
     /// reattaching to an existing task.
     pub fn start(self) -> LogCopy {
         let (finish_tx, finish_rx) = channel::bounded::<()>(1);
+        let hub = self.hub.clone();
         let tasks = self
             .streams
             .into_iter()
@@ -313,8 +372,11 @@ impl ContainerLog {
                 let file = self.file.clone();
                 let finish = finish_rx.clone();
                 let max_line = self.max_line;
+                let hub = hub.clone();
                 crate::rt::spawn(async move {
-                    if let Err(e) = copy_stream(fifo, stream, &file, max_line, finish).await {
+                    let r = copy_stream(fifo, stream, &file, max_line, finish, &hub).await;
+                    hub.stream_ended();
+                    if let Err(e) = r {
                         log::warn!(
                             "container log {} ({}): {e:#}",
                             file.borrow().path.display(),
@@ -327,6 +389,7 @@ impl ContainerLog {
         LogCopy {
             tasks,
             finish: finish_tx,
+            hub,
         }
     }
 }
@@ -336,9 +399,15 @@ impl ContainerLog {
 pub struct LogCopy {
     tasks: Vec<smol::Task<()>>,
     finish: channel::Sender<()>,
+    hub: Rc<AttachHub>,
 }
 
 impl LogCopy {
+    /// Where attach sessions subscribe to the output.
+    pub fn hub(&self) -> Rc<AttachHub> {
+        self.hub.clone()
+    }
+
     /// Resolves when every stream reached EOF: the shim closed its writers
     /// (the process exited and its output was copied).
     pub async fn wait(self) {
@@ -395,6 +464,7 @@ async fn copy_stream(
     file: &RefCell<LogFile>,
     max_line: usize,
     finish: channel::Receiver<()>,
+    hub: &AttachHub,
 ) -> Result<()> {
     use rustix::pipe::{
         fcntl_getpipe_size, fcntl_setpipe_size, pipe_with, tee, PipeFlags, SpliceFlags,
@@ -455,6 +525,8 @@ async fn copy_stream(
         }
         buf.resize(n, 0);
         read_available(&peek_r, &mut buf[..n]).context("read peeked data")?;
+        // The first `held` bytes were offered at an earlier peek.
+        hub.broadcast(stream, &buf[held.min(n)..n]);
         let stalled = n == held;
         let eof = finishing || (stalled && hung_up(fifo.get_ref()));
         let split = split_lines(&buf[..n], max_line, flush_at, eof);

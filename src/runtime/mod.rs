@@ -18,6 +18,7 @@ pub mod service;
 pub mod shim;
 pub mod spec;
 mod state;
+pub mod stream;
 pub mod ttrpc;
 pub mod types;
 

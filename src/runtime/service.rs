@@ -113,6 +113,9 @@ pub(super) struct Ctr {
     pub(super) shim: RefCell<Option<Shim>>,
     pub(super) drain: RefCell<Option<LogDrain>>,
     pub(super) copy: RefCell<Option<LogCopy>>,
+    /// The write end of the container's stdin FIFO (`stdin: true`), for
+    /// attach sessions.
+    pub(super) stdin: Rc<RefCell<Option<super::stream::Stdin>>>,
     /// Serialises making, starting, exit handling and removal.
     pub(super) lock: smol::lock::Mutex<()>,
 }
@@ -150,6 +153,7 @@ impl Ctr {
             shim: RefCell::new(None),
             drain: RefCell::new(None),
             copy: RefCell::new(None),
+            stdin: Rc::default(),
             lock: smol::lock::Mutex::new(()),
         })
     }
@@ -964,8 +968,11 @@ impl Inner {
             Ok(l) => l,
             Err(e) => return Err(self.fail_start(c, format!("{e:#}")).await),
         };
-        let tty = c.cp.borrow().config.tty;
-        let req = CreateTask {
+        let (tty, want_stdin) = {
+            let cp = c.cp.borrow();
+            (cp.config.tty, cp.config.stdin)
+        };
+        let mut req = CreateTask {
             id: id.clone(),
             bundle: bundle.dir.clone(),
             stdout: bundle.stdout_fifo().to_string_lossy().into_owned(),
@@ -973,6 +980,17 @@ impl Inner {
             terminal: tty,
             ..Default::default()
         };
+        if want_stdin {
+            // Held open for attach sessions; `kubectl attach -i` writes here.
+            let p = bundle.dir.join("stdin");
+            match super::stream::open_fifo_writer(&p) {
+                Ok(w) => {
+                    *c.stdin.borrow_mut() = Some(w);
+                    req.stdin = p.to_string_lossy().into_owned();
+                }
+                Err(e) => return Err(self.fail_start(c, format!("{e:#}")).await),
+            }
+        }
         if let Err(e) = shim.create(&req).await {
             drop(logs);
             return Err(self.fail_start(c, e.message()).await);
@@ -1653,6 +1671,79 @@ impl Runtime for ShimRuntime {
                 }
                 super::exec::ExecError::Other(e) => other(e),
             })
+    }
+
+    async fn exec_stream(
+        &self,
+        id: &str,
+        cmd: &[String],
+        opts: super::stream::StreamOptions,
+    ) -> Result<super::stream::StreamProcess, RuntimeError> {
+        let c = self.inner.container(id)?;
+        let shim = c.shim.borrow().clone();
+        let (Some(shim), ContainerPhase::Running) = (shim, c.phase()) else {
+            return Err(other(anyhow!("container {id} is not running")));
+        };
+        let bundle = c.bundle();
+        let base = super::exec::container_process(&bundle).map_err(other)?;
+        let spec = super::stream::stream_spec(&base, cmd, opts.tty);
+        super::stream::exec(&shim, id, &bundle.dir, spec, opts)
+            .await
+            .map_err(|e| match e {
+                super::exec::ExecError::Start(m) => RuntimeError::RunContainer(m),
+                super::exec::ExecError::Timeout(t) => RuntimeError::Timeout(format!("{t:?}")),
+                super::exec::ExecError::Other(e) => other(e),
+            })
+    }
+
+    async fn attach(
+        &self,
+        id: &str,
+        opts: super::stream::StreamOptions,
+    ) -> Result<super::stream::StreamProcess, RuntimeError> {
+        let c = self.inner.container(id)?;
+        let shim = c.shim.borrow().clone();
+        let hub = c.copy.borrow().as_ref().map(|l| l.hub());
+        let (Some(shim), Some(hub), ContainerPhase::Running) = (shim, hub, c.phase()) else {
+            return Err(other(anyhow!("container {id} is not running")));
+        };
+        let once = c.cp.borrow().config.stdin_once;
+        super::stream::attach(&shim, id, &hub, c.stdin.clone(), once, opts).map_err(other)
+    }
+
+    fn pod_sandbox_info(&self, id: &str) -> Option<SandboxInfo> {
+        let sb = self.inner.sandbox(id).ok()?;
+        let cp = sb.cp.borrow();
+        Some(SandboxInfo {
+            cgroup_parent: cp.config.cgroup_parent.clone(),
+            netns: cp.netns.clone(),
+        })
+    }
+
+    async fn port_forward(
+        &self,
+        sandbox_id: &str,
+        port: u16,
+    ) -> Result<std::net::TcpStream, RuntimeError> {
+        let sb = self.inner.sandbox(sandbox_id)?;
+        if !sb.ready() {
+            return Err(other(anyhow!("pod sandbox {sandbox_id} is not ready")));
+        }
+        let netns = sb.cp.borrow().netns.clone();
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        let connect = move || std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(10));
+        let r = match netns {
+            Some(ns) => crate::network::netns::run_in(&ns, connect)
+                .await
+                .map_err(other)?,
+            // Host network: the node's own localhost.
+            None => smol::unblock(connect).await,
+        };
+        r.map_err(|e| {
+            other(anyhow!(
+                "failed to connect to localhost:{port} inside namespace {sandbox_id:?}, IPv4: {e}"
+            ))
+        })
     }
 
     async fn container_stats(&self, id: &str) -> Result<ContainerStats, RuntimeError> {

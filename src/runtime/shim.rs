@@ -770,6 +770,35 @@ impl Shim {
         Ok(())
     }
 
+    /// `ResizePty`: the terminal size of a process run with `terminal`.
+    pub async fn resize_pty(
+        &self,
+        id: &str,
+        exec_id: Option<&str>,
+        width: u32,
+        height: u32,
+    ) -> CallResult<()> {
+        let mut r = pb::ResizePtyRequest::new();
+        r.id = id.to_string();
+        r.exec_id = exec_opt(exec_id);
+        r.width = width;
+        r.height = height;
+        let _: protobuf::well_known_types::empty::Empty =
+            self.call("ResizePty", &r, Some(self.timeout)).await?;
+        Ok(())
+    }
+
+    /// `CloseIO` with `stdin`: the process's stdin is closed (EOF).
+    pub async fn close_stdin(&self, id: &str, exec_id: Option<&str>) -> CallResult<()> {
+        let mut r = pb::CloseIORequest::new();
+        r.id = id.to_string();
+        r.exec_id = exec_opt(exec_id);
+        r.stdin = true;
+        let _: protobuf::well_known_types::empty::Empty =
+            self.call("CloseIO", &r, Some(self.timeout)).await?;
+        Ok(())
+    }
+
     pub async fn pids(&self, id: &str) -> CallResult<Vec<u32>> {
         let mut r = pb::PidsRequest::new();
         r.id = id.to_string();

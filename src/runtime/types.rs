@@ -131,6 +131,14 @@ pub struct PodSandboxStatus {
     pub annotations: StringMap,
 }
 
+/// A sandbox's cgroup parent and network namespace path (`None`: host
+/// network).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SandboxInfo {
+    pub cgroup_parent: String,
+    pub netns: Option<std::path::PathBuf>,
+}
+
 /// A sandbox as listed (no network detail).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PodSandbox {
@@ -435,6 +443,52 @@ pub trait Runtime {
         timeout: Duration,
     ) -> Result<ExecSyncResponse, RuntimeError>;
     async fn container_stats(&self, id: &str) -> Result<ContainerStats, RuntimeError>;
+
+    /// Starts `cmd` in a running container with streamed stdio and
+    /// optionally a terminal (`kubectl exec`).
+    async fn exec_stream(
+        &self,
+        id: &str,
+        cmd: &[String],
+        opts: super::stream::StreamOptions,
+    ) -> Result<super::stream::StreamProcess, RuntimeError> {
+        let _ = (cmd, opts);
+        Err(RuntimeError::Other(anyhow::anyhow!(
+            "container {id}: this runtime cannot stream an exec"
+        )))
+    }
+
+    /// Attaches to a running container's stdio (`kubectl attach`).
+    async fn attach(
+        &self,
+        id: &str,
+        opts: super::stream::StreamOptions,
+    ) -> Result<super::stream::StreamProcess, RuntimeError> {
+        let _ = opts;
+        Err(RuntimeError::Other(anyhow::anyhow!(
+            "container {id}: this runtime cannot attach"
+        )))
+    }
+
+    /// Where a sandbox's usage is read (stats): its cgroup and network
+    /// namespace. `None` when unknown.
+    fn pod_sandbox_info(&self, id: &str) -> Option<SandboxInfo> {
+        let _ = id;
+        None
+    }
+
+    /// A TCP connection to `localhost:port` inside the sandbox's network
+    /// namespace (`kubectl port-forward`).
+    async fn port_forward(
+        &self,
+        sandbox_id: &str,
+        port: u16,
+    ) -> Result<std::net::TcpStream, RuntimeError> {
+        let _ = port;
+        Err(RuntimeError::Other(anyhow::anyhow!(
+            "pod sandbox {sandbox_id}: this runtime cannot forward ports"
+        )))
+    }
 }
 
 /// Labels and annotations picolet puts on sandboxes and containers (the

@@ -9,7 +9,8 @@
 //! bridge `plts<n>`, subnet `10.89.(80+n).0/24`, cgroup root
 //! `/picolet-test-sync-<n>`, healthz port `18400+2n`, read-only port
 //! `18401+2n` (for n >= 50: `18700+2(n-50)` and `18701+2(n-50)`, past
-//! the host ports), host ports `18500+2n` and `18501+2n`. Dropping the [`Node`]
+//! the host ports), host ports `18500+2n` and `18501+2n`, kubelet (TLS)
+//! port `18800+n` (unless the test's `extra` config sets `port`). Dropping the [`Node`]
 //! kills picolet and removes whatever it left (shims, containers, mounts,
 //! network, cgroups, files), also after a failure.
 //!
@@ -93,6 +94,8 @@ pub struct Node {
     pub node_name: String,
     pub healthz_port: u16,
     pub ro_port: u16,
+    /// The secure kubelet port (`port`).
+    pub port: u16,
     /// The config picolet runs with (paths for the clean-up).
     pub cfg: Config,
     /// `--kubeconfig` and other flags of `picolet run`.
@@ -132,6 +135,7 @@ impl Node {
             node_name: format!("sync-node-{n}"),
             healthz_port: status_port(n),
             ro_port: status_port(n) + 1,
+            port: 18800 + n as u16,
             cfg: Config::new(None, Some(root.join("root")), None, Some("x".into()), None)
                 .expect("config"),
             root,
@@ -157,6 +161,16 @@ impl Node {
 
     fn write_config(&mut self, o: &Opts) {
         let r = &self.root;
+        let port = if o.extra.lines().any(|l| l.starts_with("port:")) {
+            String::new()
+        } else {
+            format!("port: {}\n", self.port)
+        };
+        let address = if o.extra.lines().any(|l| l.starts_with("address:")) {
+            ""
+        } else {
+            "address: 127.0.0.1\n"
+        };
         let text = format!(
             "apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
@@ -164,9 +178,8 @@ staticPodPath: {manifests}
 fileCheckFrequency: 5s
 healthzBindAddress: 127.0.0.1
 healthzPort: {hz}
-address: 127.0.0.1
-readOnlyPort: {ro}
-cgroupRoot: {cg}
+{address}readOnlyPort: {ro}
+{port}cgroupRoot: {cg}
 podLogsDir: {logs}
 resolvConf: /etc/resolv.conf
 # The test machine's disk may be fuller than the default 10/15 % thresholds
@@ -207,6 +220,7 @@ picolet:
             std::fs::write(&self.config_path, &text).unwrap();
         }
         let kc = picolet::config::KubeletConfig::parse(&text).expect("test config parses");
+        self.port = kc.port;
         self.cfg.kubelet = kc;
         self.cfg.node_name = self.node_name.clone();
         self.run_args = o.args.clone();
