@@ -160,6 +160,19 @@ fn files_under(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// What bootstrap and rotation left in the cert dir: every file but the
+/// kubelet port's self-signed pair, which shares the dir as upstream's
+/// `--cert-dir` does.
+fn credentials(node: &Node) -> Vec<PathBuf> {
+    files_under(&cert_dir(node))
+        .into_iter()
+        .filter(|p| {
+            !p.file_name()
+                .is_some_and(|n| n == "kubelet.crt" || n == "kubelet.key")
+        })
+        .collect()
+}
+
 fn mode(p: &Path) -> u32 {
     std::fs::metadata(p).unwrap().mode() & 0o777
 }
@@ -207,6 +220,20 @@ fn check_cert(cp: &ControlPlane, pem: &Path) -> picolet::kube::x509::CertInfo {
     );
     let chain = picolet::kube::certstore::read_chain(&std::fs::read(pem).unwrap(), "pem").unwrap();
     picolet::kube::x509::info(&chain[0]).unwrap()
+}
+
+/// Whether the node's kubelet port presents a certificate for `name` that
+/// the cluster CA signed (curl's verdict; the HTTP answer does not matter).
+fn port_serves_cluster_cert(cp: &ControlPlane, node: &Node, name: &str) -> bool {
+    let o = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "--max-time", "5", "--cacert"])
+        .arg(cp.dir.join("pki/ca.crt"))
+        .arg("--resolve")
+        .arg(format!("{name}:{}:127.0.0.1", node.port))
+        .arg(format!("https://{name}:{}/healthz", node.port))
+        .output()
+        .expect("curl");
+    o.status.success()
 }
 
 fn csrs(cp: &ControlPlane) -> Vec<Value> {
@@ -266,7 +293,7 @@ fn join_refuses_bad_input_then_joins_and_turns_ready() {
     let (id, _) = tok.split_once('.').unwrap();
     let nothing_left = |node: &Node, what: &str| {
         assert!(!etc(n).exists(), "{what}: {:?}", files_under(&etc(n)));
-        assert!(files_under(&cert_dir(node)).is_empty(), "{what}");
+        assert!(credentials(node).is_empty(), "{what}");
     };
 
     // A CA hash that is not the cluster's: refused, before any file.
@@ -496,11 +523,7 @@ fn bootstraps_from_the_bootstrap_kubeconfig_alone() {
         Duration::from_secs(30),
     );
     assert!(log_count(&node, "local pods keep running") >= 1);
-    assert!(
-        files_under(&cert_dir(&node)).is_empty(),
-        "{:?}",
-        files_under(&cert_dir(&node))
-    );
+    assert!(credentials(&node).is_empty(), "{:?}", credentials(&node));
     assert!(!etc(n).join("kubeconfig").exists());
 
     // The right token: the next attempt (30 s on) joins.
@@ -823,11 +846,7 @@ fn denied_and_unapproved_requests_give_clear_errors() {
         1,
         Duration::from_secs(20),
     );
-    assert!(
-        files_under(&cert_dir(&node)).is_empty(),
-        "{:?}",
-        files_under(&cert_dir(&node))
-    );
+    assert!(credentials(&node).is_empty(), "{:?}", credentials(&node));
     assert!(!etc(n).join("kubeconfig").exists());
     assert!(node.exited().is_none());
     assert_eq!(static_container(&node).0, cid);
@@ -848,6 +867,8 @@ fn denied_and_unapproved_requests_give_clear_errors() {
     );
     let serving_pem = cert_dir(&node).join("kubelet-server-current.pem");
     assert!(!serving_pem.exists());
+    // Meanwhile the port answers with its self-signed certificate.
+    assert!(!port_serves_cluster_cert(&cp, &node, "sync-node-59"));
     // What it asks for, read with openssl.
     let csr = cp.get_json(&["get", "csr", &req]).unwrap();
     assert_eq!(
@@ -876,6 +897,18 @@ fn denied_and_unapproved_requests_give_clear_errors() {
     assert_eq!(s.common_name.as_deref(), Some(user));
     assert_eq!(s.organizations, vec!["system:nodes"]);
     assert!(!cert_dir(&node).join("kubelet-server.key.tmp").exists());
+    // The kubelet port now presents it, without a restart.
+    assert!(
+        wait_for(Duration::from_secs(10), || port_serves_cluster_cert(
+            &cp,
+            &node,
+            "sync-node-59"
+        )
+        .then_some(()))
+        .is_some(),
+        "the kubelet port does not serve the signed certificate\n{}",
+        node.log_tail(40)
+    );
     assert_eq!(static_container(&node), (cid, 0));
     node.terminate(Duration::from_secs(30));
 }

@@ -182,10 +182,11 @@ pub fn server_tls(
     host: &str,
     ips: &[IpAddr],
 ) -> Result<ServerTls> {
-    let (cert_pem, key_pem) = match (&s.cert_file, &s.key_file) {
+    let (cert_pem, key_pem, configured) = match (&s.cert_file, &s.key_file) {
         (Some(c), Some(k)) => (
             std::fs::read(c).with_context(|| format!("read tlsCertFile {}", c.display()))?,
             std::fs::read(k).with_context(|| format!("read tlsPrivateKeyFile {}", k.display()))?,
+            true,
         ),
         (None, None) => {
             let mut ips = ips.to_vec();
@@ -197,13 +198,14 @@ pub fn server_tls(
                     ips.push(lo);
                 }
             }
-            super::cert::load_or_create(
+            let (c, k) = super::cert::load_or_create(
                 &cert_dir.join("kubelet.crt"),
                 &cert_dir.join("kubelet.key"),
                 host,
                 &[host.to_string(), "localhost".into()],
                 &ips,
-            )?
+            )?;
+            (c, k, false)
         }
         _ => bail!("tlsCertFile and tlsPrivateKeyFile must be set together"),
     };
@@ -227,9 +229,20 @@ pub fn server_tls(
         Some(v) => builder.with_client_cert_verifier(Arc::new(LateVerify(v.clone()))),
         None => builder.with_no_client_auth(),
     };
-    let mut config = builder
-        .with_single_cert(chain, key)
-        .context("serving certificate and key do not match")?;
+    let mut config = if configured {
+        builder
+            .with_single_cert(chain, key)
+            .context("serving certificate and key do not match")?
+    } else {
+        // The self-signed pair until the cluster signs one
+        // (serverTLSBootstrap); rotations need no rebuild of this config.
+        let signing =
+            rustls::crypto::ring::sign::any_supported_type(&key).context("serving key")?;
+        let ck = Arc::new(rustls::sign::CertifiedKey::new(chain, signing));
+        ck.keys_match()
+            .context("serving certificate and key do not match")?;
+        builder.with_cert_resolver(crate::kube::serving::handle().resolver(Some(ck)))
+    };
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(ServerTls {
         config: Arc::new(config),
