@@ -8,89 +8,28 @@ use ring::rand::SystemRandom;
 use ring::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_ASN1_SIGNING};
 use std::net::IpAddr;
 
-const SEQUENCE: u8 = 0x30;
-const SET: u8 = 0x31;
-
-fn der(tag: u8, content: &[u8]) -> Vec<u8> {
-    let mut v = vec![tag];
-    let n = content.len();
-    if n < 0x80 {
-        v.push(n as u8);
-    } else {
-        let bytes: Vec<u8> = n
-            .to_be_bytes()
-            .into_iter()
-            .skip_while(|b| *b == 0)
-            .collect();
-        v.push(0x80 | bytes.len() as u8);
-        v.extend_from_slice(&bytes);
-    }
-    v.extend_from_slice(content);
-    v
-}
-
-fn seq(parts: &[Vec<u8>]) -> Vec<u8> {
-    der(SEQUENCE, &parts.concat())
-}
-
-/// An object identifier from its arcs (the first two are packed together).
-fn oid(arcs: &[u64]) -> Vec<u8> {
-    let mut body = Vec::new();
-    let mut put = |mut v: u64| {
-        let mut tmp = vec![(v & 0x7f) as u8];
-        v >>= 7;
-        while v > 0 {
-            tmp.push(0x80 | (v & 0x7f) as u8);
-            v >>= 7;
-        }
-        tmp.reverse();
-        body.extend_from_slice(&tmp);
-    };
-    put(arcs[0] * 40 + arcs[1]);
-    for a in &arcs[2..] {
-        put(*a);
-    }
-    der(0x06, &body)
-}
-
-/// A positive INTEGER from big-endian bytes.
-fn uint(b: &[u8]) -> Vec<u8> {
-    let mut b: Vec<u8> = b.iter().copied().skip_while(|x| *x == 0).collect();
-    if b.is_empty() || b[0] & 0x80 != 0 {
-        b.insert(0, 0);
-    }
-    der(0x02, &b)
-}
-
-fn bit_string(unused: u8, b: &[u8]) -> Vec<u8> {
-    let mut c = vec![unused];
-    c.extend_from_slice(b);
-    der(0x03, &c)
-}
+use crate::kube::der::{bit_string, oid, pem, seq, tlv, uint_bytes as uint, utf8, SEQUENCE};
 
 fn name(cn: &str) -> Vec<u8> {
-    seq(&[der(
-        SET,
-        &seq(&[oid(&[2, 5, 4, 3]), der(0x0c, cn.as_bytes())]),
-    )])
+    seq(&[crate::kube::der::set(&[seq(&[oid(&[2, 5, 4, 3]), utf8(cn)])])])
 }
 
 /// UTCTime up to 2049, GeneralizedTime after (RFC 5280 4.1.2.5).
 fn time(t: jiff::Timestamp) -> Vec<u8> {
     let year = t.to_zoned(jiff::tz::TimeZone::UTC).year();
     if year < 2050 {
-        der(0x17, t.strftime("%y%m%d%H%M%SZ").to_string().as_bytes())
+        tlv(0x17, t.strftime("%y%m%d%H%M%SZ").to_string().as_bytes())
     } else {
-        der(0x18, t.strftime("%Y%m%d%H%M%SZ").to_string().as_bytes())
+        tlv(0x18, t.strftime("%Y%m%d%H%M%SZ").to_string().as_bytes())
     }
 }
 
 fn extension(id: &[u64], critical: bool, value: Vec<u8>) -> Vec<u8> {
     let mut parts = vec![oid(id)];
     if critical {
-        parts.push(der(0x01, &[0xff]));
+        parts.push(tlv(0x01, &[0xff]));
     }
-    parts.push(der(0x04, &value));
+    parts.push(tlv(0x04, &value));
     seq(&parts)
 }
 
@@ -122,21 +61,21 @@ pub fn self_signed(host: &str, dns: &[String], ips: &[IpAddr]) -> Result<SelfSig
             oid(&[1, 2, 840, 10045, 2, 1]),
             oid(&[1, 2, 840, 10045, 3, 1, 7]),
         ]),
-        bit_string(0, kp.public_key().as_ref()),
+        bit_string(kp.public_key().as_ref()),
     ]);
     let mut san = Vec::new();
     for d in dns {
-        san.extend_from_slice(&der(0x82, d.as_bytes()));
+        san.extend_from_slice(&tlv(0x82, d.as_bytes()));
     }
     for ip in ips {
         match ip {
-            IpAddr::V4(a) => san.extend_from_slice(&der(0x87, &a.octets())),
-            IpAddr::V6(a) => san.extend_from_slice(&der(0x87, &a.octets())),
+            IpAddr::V4(a) => san.extend_from_slice(&tlv(0x87, &a.octets())),
+            IpAddr::V6(a) => san.extend_from_slice(&tlv(0x87, &a.octets())),
         }
     }
     let exts = seq(&[
         // digitalSignature, keyEncipherment
-        extension(&[2, 5, 29, 15], true, bit_string(5, &[0xa0])),
+        extension(&[2, 5, 29, 15], true, tlv(crate::kube::der::BIT_STRING, &[5, 0xa0])),
         // serverAuth
         extension(
             &[2, 5, 29, 37],
@@ -144,10 +83,10 @@ pub fn self_signed(host: &str, dns: &[String], ips: &[IpAddr]) -> Result<SelfSig
             seq(&[oid(&[1, 3, 6, 1, 5, 5, 7, 3, 1])]),
         ),
         extension(&[2, 5, 29, 19], true, seq(&[])),
-        extension(&[2, 5, 29, 17], false, der(SEQUENCE, &san)),
+        extension(&[2, 5, 29, 17], false, tlv(SEQUENCE, &san)),
     ]);
     let tbs = seq(&[
-        der(0xa0, &uint(&[2])),
+        tlv(0xa0, &uint(&[2])),
         uint(&serial),
         sig_alg.clone(),
         name(&cn),
@@ -157,29 +96,17 @@ pub fn self_signed(host: &str, dns: &[String], ips: &[IpAddr]) -> Result<SelfSig
         ]),
         name(&cn),
         spki,
-        der(0xa3, &exts),
+        tlv(0xa3, &exts),
     ]);
     let sig = kp
         .sign(&rng, &tbs)
         .map_err(|_| anyhow::anyhow!("sign the certificate"))?;
-    let cert = seq(&[tbs, sig_alg, bit_string(0, sig.as_ref())]);
+    let cert = seq(&[tbs, sig_alg, bit_string(sig.as_ref())]);
     Ok(SelfSigned {
         cert_pem: pem("CERTIFICATE", &cert),
         key_pem: pem("PRIVATE KEY", pkcs8.as_ref()),
         cert_der: cert,
     })
-}
-
-fn pem(label: &str, der: &[u8]) -> String {
-    use base64::Engine;
-    let b = base64::engine::general_purpose::STANDARD.encode(der);
-    let mut s = format!("-----BEGIN {label}-----\n");
-    for line in b.as_bytes().chunks(64) {
-        s.push_str(&String::from_utf8_lossy(line));
-        s.push('\n');
-    }
-    s += &format!("-----END {label}-----\n");
-    s
 }
 
 /// Loads `cert`/`key` when both exist, parse and are not expired; else
@@ -232,7 +159,7 @@ mod tests {
         );
         assert_eq!(oid(&[2, 5, 29, 17]), [0x06, 0x03, 0x55, 0x1d, 0x11]);
         assert_eq!(uint(&[0x80]), [0x02, 0x02, 0x00, 0x80]);
-        assert_eq!(der(0x04, &[0u8; 200])[..3], [0x04, 0x81, 200]);
+        assert_eq!(tlv(0x04, &[0u8; 200])[..3], [0x04, 0x81, 200]);
     }
 
     #[test]
