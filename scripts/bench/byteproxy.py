@@ -4,13 +4,14 @@
 what the client and the server put on the wire: TLS records, HTTP/2 frames, pings) and
 counts the bytes each way and the connections, per NAME.
 
-  usage: byteproxy.py --upstream 127.0.0.1:6443 --stats FILE NAME=PORT [NAME=PORT...]
+  usage: byteproxy.py --upstream 127.0.0.1:6443 --stats FILE [--trace FILE] NAME=PORT [NAME=PORT...]
 
 FILE is rewritten (atomically) whenever a counter changed, at most every 0.2 s, and on
 SIGTERM/SIGINT before exiting:
   {"time": <epoch s>, "nodes": {NAME: {"up": <client->server bytes>, "down": <server->client
    bytes>, "connections": <accepted>, "open": <open now>}}}
-"ready" goes to stdout once every port listens.
+With --trace, every chunk forwarded is also a line "EPOCH_SECONDS NAME up|down BYTES" of that
+file (to tell which requests the bytes belong to). "ready" goes to stdout once every port listens.
 """
 import argparse
 import asyncio
@@ -24,13 +25,16 @@ CHUNK = 65536
 
 
 class Counters:
-    def __init__(self, names):
+    def __init__(self, names, trace=None):
         self.nodes = {n: {"up": 0, "down": 0, "connections": 0, "open": 0} for n in names}
         self.dirty = True
+        self.trace = trace
 
     def add(self, name, key, n):
         self.nodes[name][key] += n
         self.dirty = True
+        if self.trace and key in ("up", "down"):
+            self.trace.write(f"{time.time():.6f} {name} {key} {n}\n")
 
     def write(self, path):
         tmp = f"{path}.tmp"
@@ -88,11 +92,13 @@ async def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--upstream", required=True)
     ap.add_argument("--stats", required=True)
+    ap.add_argument("--trace")
     ap.add_argument("listen", nargs="+", metavar="NAME=PORT")
     a = ap.parse_args()
     up_host, up_port = a.upstream.rsplit(":", 1)
     pairs = [(n, int(p)) for n, p in (x.split("=", 1) for x in a.listen)]
-    counters = Counters([n for n, _ in pairs])
+    trace = open(a.trace, "a", buffering=1) if a.trace else None
+    counters = Counters([n for n, _ in pairs], trace)
     servers = [await serve(n, p, up_host, int(up_port), counters) for n, p in pairs]
     counters.write(a.stats)
     print("ready", flush=True)
@@ -111,6 +117,8 @@ async def main():
     for s in servers:
         s.close()
     counters.write(a.stats)
+    if trace:
+        trace.close()
 
 
 if __name__ == "__main__":

@@ -81,7 +81,7 @@ rm_cgroup() {
 save_logs() {
   mkdir -p "$LOGS"
   local f
-  for f in audit.log requests.json picolet/log kubelet/log containerd/log proxy.stats proxy.log; do
+  for f in audit.log requests.json bytes-by-call.json proxy.trace picolet/log kubelet/log containerd/log proxy.stats proxy.log; do
     [ -f "$t/$f" ] && cp "$t/$f" "$LOGS/$(echo "$f" | tr / -)"
   done
   return 0
@@ -107,7 +107,7 @@ KUBELET="$K8S_DIR/bin/kubelet"
 
 # ---- the byte-counting proxy, one port per node; kubeconfigs pointing at it ----
 python3 "$BENCH_ROOT/scripts/bench/byteproxy.py" --upstream "127.0.0.1:$APISERVER_PORT" \
-  --stats "$t/proxy.stats" "$PL=$PROXY_PL" "$KL=$PROXY_KL" >"$t/proxy.out" 2>"$t/proxy.log" &
+  --stats "$t/proxy.stats" --trace "$t/proxy.trace" "$PL=$PROXY_PL" "$KL=$PROXY_KL" >"$t/proxy.out" 2>"$t/proxy.log" &
 proxy=$!
 on_exit "stop $proxy"
 for _ in $(seq 100); do grep -q ready "$t/proxy.out" 2>/dev/null && break; alive "$proxy" byteproxy "$t/proxy.log"; sleep 0.1; done
@@ -356,20 +356,39 @@ emit node_idle_cpu "$cpu_ctd" % "$ctd_tool" "$ctd_target" "{\"window_s\":$window
 # ---- requests from the audit log: each auditID once, received inside the window ----
 sleep 2   # the last requests' ResponseComplete events reach the log
 [ -s "$t/audit.log" ] || die "no audit log at $t/audit.log"
-# One line per request in the window: {node, t (s into the window), call: "VERB RESOURCE[/SUB] [(CODE)]"}
-jq -c --argjson t0 "$w0" --argjson t1 "$w1" '
+# Every request of the two nodes: {node, t (s since the window began; < 0 before it),
+# call: "VERB RESOURCE[/SUB] [(CODE)]"}; requests.json: those received inside the window.
+jq -c --argjson t0 "$w0" '
   def ts: capture("^(?<s>[^.Z]+)(?<f>[.][0-9]+)?Z$")
           | (.s + "Z" | fromdateiso8601) + ("0" + (.f // ".0") | tonumber);
   select(.stage != "RequestReceived")
-  | (.requestReceivedTimestamp | ts) as $r | select($r >= $t0 and $r < $t1)
+  | (.requestReceivedTimestamp | ts) as $r
   | {id: .auditID, node: (.user.username | sub("^system:node:"; "")), t: ($r - $t0),
      call: ([.verb,
              ((.objectRef.resource // .requestURI)
               + (if .objectRef.subresource then "/" + .objectRef.subresource else "" end)),
              (if (.responseStatus.code // 200) >= 300 then "(\(.responseStatus.code))" else empty end)]
             | join(" "))}' "$t/audit.log" \
-  | jq -s 'unique_by(.id) | sort_by(.t) | map(del(.id))' > "$t/requests.json" \
+  | jq -s 'unique_by(.id) | sort_by(.t) | map(del(.id))' > "$t/requests-all.json" \
   || die "cannot read the audit log"
+jq --argjson w "$window" 'map(select(.t >= 0 and .t < $w))' "$t/requests-all.json" > "$t/requests.json"
+# Bytes by call: each chunk the proxy forwarded inside the window goes to the request of the same
+# node received nearest to it (within 0.5 s; the idle requests are seconds apart), else to
+# "(none)": watch events, bookmarks, pings. {NODE: {CALL: {requests, up, down}}}
+jq -R -s --argjson t0 "$w0" --argjson w "$window" --slurpfile reqs "$t/requests-all.json" '
+  ($reqs[0] | group_by(.node) | map({key: .[0].node, value: .}) | from_entries) as $by
+  | [split("\n")[] | select(length > 0) | split(" ")
+     | {t: ((.[0] | tonumber) - $t0), node: .[1], dir: .[2], n: (.[3] | tonumber)}
+     | select(.t >= 0 and .t < $w)]
+  | map(. as $c
+        | ([$by[$c.node][]? | {call, d: ((.t - $c.t) | fabs)}] | min_by(.d)) as $m
+        | $c + {call: (if $m != null and $m.d < 0.5 then $m.call else "(none)" end)})
+  | group_by(.node)
+  | map({key: .[0].node,
+         value: (group_by(.call) | map({key: .[0].call,
+                  value: {up: (map(select(.dir == "up") | .n) | add // 0),
+                          down: (map(select(.dir == "down") | .n) | add // 0)}}) | from_entries)})
+  | from_entries' "$t/proxy.trace" > "$t/bytes-by-call.json" || die "cannot read the proxy trace"
 reqs() { jq -r --arg n "$1" 'map(select(.node == $n)) | length' "$t/requests.json"; }
 # calls NODE: {"CALL": count} over the window
 calls() { jq -c --arg n "$1" 'map(select(.node == $n)) | group_by(.call) | map({key: .[0].call, value: length}) | from_entries' "$t/requests.json"; }
@@ -392,11 +411,13 @@ b_pl=$((${up[$PL]} + ${down[$PL]})) b_kl=$((${up[$KL]} + ${down[$KL]}))
 ((b_pl > 0 && b_kl > 0)) || die "no bytes counted for a node in the window (picolet $b_pl, kubelet $b_kl)"
 bph_pl="$(per_hour "$b_pl")" bph_kl="$(per_hour "$b_kl")"
 pass=false; [ "$b_pl" -lt "$b_kl" ] && pass=true
+# by_call NODE: {"CALL": bytes both ways over the window}
+by_call() { jq -c --arg n "$1" '.[$n] // {} | map_values(.up + .down)' "$t/bytes-by-call.json"; }
 emit node_api_bytes_per_hour "$bph_pl" B/h picolet "$pl_target" \
-  "{\"sent_per_hour\":$(per_hour "${up[$PL]}"),\"received_per_hour\":$(per_hour "${down[$PL]}"),\"connections_opened\":${conns[$PL]},\"window_s\":$window,\"budget\":$bph_kl,\"pass\":$pass}"
+  "{\"bytes_by_call\":$(by_call "$PL"),\"sent_per_hour\":$(per_hour "${up[$PL]}"),\"received_per_hour\":$(per_hour "${down[$PL]}"),\"connections_opened\":${conns[$PL]},\"window_s\":$window,\"budget\":$bph_kl,\"pass\":$pass}"
 bytes_pass=$pass
 emit node_api_bytes_per_hour "$bph_kl" B/h "$kl_tool" "$kl_target" \
-  "{\"sent_per_hour\":$(per_hour "${up[$KL]}"),\"received_per_hour\":$(per_hour "${down[$KL]}"),\"connections_opened\":${conns[$KL]},\"window_s\":$window}"
+  "{\"bytes_by_call\":$(by_call "$KL"),\"sent_per_hour\":$(per_hour "${up[$KL]}"),\"received_per_hour\":$(per_hour "${down[$KL]}"),\"connections_opened\":${conns[$KL]},\"window_s\":$window}"
 
 # ---- a table for people ----
 mib() { awk -v k="$1" 'BEGIN { printf "%.1f MiB", k / 1024 }'; }
@@ -420,6 +441,15 @@ verdict() { [ "$1" = true ] && echo PASS || echo FAIL; }
     jq -r --arg n "$n" 'map(select(.node == $n)) | group_by(.t / 60 | floor)[]
       | "    min \(.[0].t / 60 | floor + 1): \(length)\t"
         + (group_by(.call) | map("\(length) \(.[0].call)") | join(", "))' "$t/requests.json"
+    echo "  bytes of $n by call over the window (requests; bytes sent / received per request):"
+    jq -r --arg n "$n" --slurpfile r "$t/requests.json" '
+      ($r[0] | map(select(.node == $n)) | group_by(.call) | map({key: .[0].call, value: length})
+       | from_entries) as $count
+      | .[$n] // {} | to_entries | sort_by(-(.value.up + .value.down))[]
+      | (($count[.key] // 0) as $k
+         | "    \(.value.up + .value.down)\t\(.key): "
+           + (if $k > 0 then "\($k) x \(.value.up / $k | floor) / \(.value.down / $k | floor)"
+              else "sent \(.value.up) / received \(.value.down)" end))' "$t/bytes-by-call.json"
   done
   r="$(kube_rules)"
   [ "$r" = "$(<"$t/iptables-kube.before")" ] || echo "  note: iptables KUBE lines changed during the run ($(<"$t/iptables-kube.before") -> $r)"
