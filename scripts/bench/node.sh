@@ -191,6 +191,7 @@ stop_picolet() {
 on_exit stop_picolet
 ready_watch "$PL"
 note "starting picolet ($bin)"
+pl_load="$(cut -d' ' -f1 /proc/loadavg)"
 start="$(now_us)"
 "$bin" run --kubeconfig "$t/$PL.kubeconfig" --hostname-override "$PL" --config "$p/config.yaml" \
   --root-dir "$p/root" >"$p/log" 2>&1 &
@@ -286,6 +287,7 @@ ctd_up_ms=$((($(now_us) - start) / 1000))
 note "containerd: socket answering ${ctd_up_ms} ms after start"
 ready_watch "$KL"
 note "starting the kubelet ($KUBELET)"
+kl_load="$(cut -d' ' -f1 /proc/loadavg)"
 start="$(now_us)"
 "$KUBELET" --config "$kd/config.yaml" --kubeconfig "$t/$KL.kubeconfig" --root-dir "$kd/root" \
   --cert-dir "$kd/pki" --hostname-override "$KL" >"$kd/log" 2>&1 &
@@ -301,9 +303,10 @@ kl_target="$(bench_target_of "$KUBELET")"
 kl_target="${kl_target%%-*}-linux-go-static"
 ctd_target="$(bench_target_of "$(command -v containerd)")"
 
-emit node_time_to_ready "$pl_ready_ms" ms picolet "$pl_target"
+# the machine's 1-minute load average when each started (start-up times depend on it)
+emit node_time_to_ready "$pl_ready_ms" ms picolet "$pl_target" "{\"loadavg\":$pl_load}"
 emit node_time_to_ready "$kl_ready_ms" ms "$kl_tool" "$kl_target" \
-  "{\"containerd_started_first\":true,\"containerd_socket_ms\":$ctd_up_ms}"
+  "{\"loadavg\":$kl_load,\"containerd_started_first\":true,\"containerd_socket_ms\":$ctd_up_ms}"
 
 # ---- idle window ----
 note "both Ready; settling ${SETTLE} s, then idle for ${IDLE} s"
@@ -428,6 +431,7 @@ verdict() { [ "$1" = true ] && echo PASS || echo FAIL; }
   echo "node bench: idle window ${window} s after ${SETTLE} s of settling"
   printf '  %-26s %-22s %s\n' "" picolet "$kl_tool + $ctd_tool"
   printf '  %-26s %-22s %s\n' "start -> Node Ready" "$pl_ready_ms ms" "$kl_ready_ms ms (containerd up first: $ctd_up_ms ms)"
+  printf '  %-26s %-22s %s\n' "  load average at start" "$pl_load" "$kl_load"
   printf '  %-26s %-22s %s\n' "idle VmRSS (max)" "$(mib "$rss_pl") ($(mib "$max_pl")) $(verdict "$rss_pass")" \
     "$(mib "$((rss_kl + rss_ctd))") = $(mib "$rss_kl") + $(mib "$rss_ctd")"
   printf '  %-26s %-22s %s\n' "idle CPU" "$cpu_pl %" "$cpu_kl % + $cpu_ctd %"
