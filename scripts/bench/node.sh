@@ -8,7 +8,7 @@
 #   usage: scripts/bench/node.sh      (~7 min: BENCH_IDLE=300 s window after BENCH_SETTLE=30 s)
 # How:
 #   - a private control plane from ../shared/k8s (K8S_KIT) in /var/tmp/picolet-bench-k8s on ports
-#     174xx (BENCH_K8S_DIR to move it; its etcd and logs are purged at the end), with an audit
+#     17xxx (BENCH_K8S_DIR to move it; its etcd and logs are purged at the end), with an audit
 #     log at level Metadata for the two node users only: requests are counted per user, once per
 #     auditID (a watch is counted when it starts), by the time the server received them;
 #   - each node talks to the apiserver through its own port of byteproxy.py, which forwards TCP
@@ -17,10 +17,13 @@
 #   - picolet (static release binary, PICOLET_BIN to override) starts first and must be Ready;
 #     then containerd (Debian's, own root/state/socket, CRI with a bench CNI conflist; with 0
 #     pods it never needs the pause image) and the kit's kubelet (own root dir, cert dir, ports,
-#     cgroupfs under its own cgroupRoot); each start-to-Ready time is the first watch event of
-#     its Node with Ready=True, seen by a kubectl watch opened before the process started;
+#     cgroupfs under its own cgroupRoot); both with the same eviction and image-GC thresholds,
+#     set so that they do not fire on a nearly full shared disk; each start-to-Ready time is the
+#     first watch event of its Node with Ready=True, from a kubectl watch opened before the start;
 #   - after both are Ready and BENCH_SETTLE seconds more, the idle window of BENCH_IDLE seconds:
-#     RSS sampled every 10 s (last and max), CPU, requests and bytes over the window, scaled.
+#     RSS sampled every 10 s (last and max), CPU, requests and bytes over the window, scaled;
+#     the bytes are also split by call (byteproxy.py --trace: each chunk goes to the node's request
+#     nearest in time, within 0.5 s; approximate when two requests coincide).
 # The kubelet changes six kernel sysctls at start (vm.overcommit_memory, vm.panic_on_oom,
 # kernel.panic, kernel.panic_on_oops, kernel.keys.root_max{keys,bytes}): they are saved before
 # and restored after it. Its device-plugin socket dir is hard-coded in /var/lib/kubelet, removed
@@ -177,6 +180,12 @@ healthzPort: $PL_HEALTHZ
 readOnlyPort: 0
 cgroupRoot: /$PL_CGROUP
 podLogsDir: $p/logs
+# Same thresholds for both: the CI disk is shared and often nearly full (the kubelet's defaults,
+# imagefs.available<15% and image GC above 85% use, fired there: DiskPressure, events, failed GC);
+# an idle member must not be measured in the middle of that.
+evictionHard: {memory.available: 100Mi, nodefs.available: 1%, imagefs.available: 1%, nodefs.inodesFree: 1%}
+imageGCHighThresholdPercent: 100
+imageGCLowThresholdPercent: 99
 picolet:
   cniConfDir: $p/cni
   cniBinDirs: [/usr/lib/cni]
@@ -243,6 +252,12 @@ failSwapOn: false
 makeIPTablesUtilChains: false
 containerRuntimeEndpoint: unix://$c/containerd.sock
 podLogsDir: $kd/logs
+# Same thresholds for both: the CI disk is shared and often nearly full (the kubelet's defaults,
+# imagefs.available<15% and image GC above 85% use, fired there: DiskPressure, events, failed GC);
+# an idle member must not be measured in the middle of that.
+evictionHard: {memory.available: 100Mi, nodefs.available: 1%, imagefs.available: 1%, nodefs.inodesFree: 1%}
+imageGCHighThresholdPercent: 100
+imageGCLowThresholdPercent: 99
 authentication:
   anonymous: {enabled: false}
   webhook: {enabled: true}
@@ -331,6 +346,11 @@ while (($(now_us) < end_us)); do
   r="$(rss_kb "$ctd_pid")"; ((r > max_ctd)) && max_ctd=$r
 done
 w1="$EPOCHREALTIME"
+# conditions other than Ready that hold at the end (pressure would make it no idle member)
+conditions() {
+  k get node "$1" -o json | jq -c '[.status.conditions[] | select(.type != "Ready" and .status == "True") | .type]'
+}
+cond_pl="$(conditions "$PL")" cond_kl="$(conditions "$KL")"
 declare -A up down conns
 for n in "$PL" "$KL"; do
   up[$n]=$(($(bytes "$n" up) - ${up0[$n]})); down[$n]=$(($(bytes "$n" down) - ${down0[$n]}))
@@ -404,10 +424,10 @@ per_hour() { awk -v n="$1" -v w="$window" 'BEGIN { printf "%.0f", n * 3600 / w }
 rpm_pl="$(per_min "$n_pl")" rpm_kl="$(per_min "$n_kl")"
 pass=false; [ "$n_pl" -lt "$n_kl" ] && pass=true
 emit node_api_requests_per_min "$rpm_pl" req/min picolet "$pl_target" \
-  "{\"requests\":$n_pl,\"window_s\":$window,\"calls\":$(calls "$PL"),\"budget\":$rpm_kl,\"pass\":$pass}"
+  "{\"requests\":$n_pl,\"window_s\":$window,\"conditions\":$cond_pl,\"calls\":$(calls "$PL"),\"budget\":$rpm_kl,\"pass\":$pass}"
 req_pass=$pass
 emit node_api_requests_per_min "$rpm_kl" req/min "$kl_tool" "$kl_target" \
-  "{\"requests\":$n_kl,\"window_s\":$window,\"calls\":$(calls "$KL")}"
+  "{\"requests\":$n_kl,\"window_s\":$window,\"conditions\":$cond_kl,\"calls\":$(calls "$KL")}"
 
 # ---- bytes on the wire ----
 b_pl=$((${up[$PL]} + ${down[$PL]})) b_kl=$((${up[$KL]} + ${down[$KL]}))
@@ -440,6 +460,8 @@ verdict() { [ "$1" = true ] && echo PASS || echo FAIL; }
   printf '  %-26s %-22s %s\n' "  sent / received" "$(kb "$(per_hour "${up[$PL]}")") / $(kb "$(per_hour "${down[$PL]}")")" \
     "$(kb "$(per_hour "${up[$KL]}")") / $(kb "$(per_hour "${down[$KL]}")")"
   printf '  %-26s %-22s %s\n' "connections opened" "${conns[$PL]}" "${conns[$KL]}"
+  [ "$cond_pl$cond_kl" = "[][]" ] \
+    || echo "  note: node conditions at the end of the window: picolet $cond_pl, kubelet $cond_kl"
   for n in "$PL" "$KL"; do
     echo "  requests of $n, per minute of the window:"
     jq -r --arg n "$n" 'map(select(.node == $n)) | group_by(.t / 60 | floor)[]
