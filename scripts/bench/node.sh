@@ -126,8 +126,9 @@ kubeconfig_via() { # NAME PORT: the kit's node kubeconfig with the proxy as serv
 kubeconfig_via "$PL" "$PROXY_PL"
 kubeconfig_via "$KL" "$PROXY_KL"
 
-# bytes NAME FIELD: a counter of the proxy now (its stats file is at most 0.2 s old).
-bytes() { jq -r --arg n "$1" --arg f "$2" '.nodes[$n][$f]' "$t/proxy.stats"; }
+# proxy_counter NAME FIELD: a counter of the proxy now (its stats file is at most 0.2 s old; the
+# byte figures come from its trace instead, whose chunks carry their own time).
+proxy_counter() { jq -r --arg n "$1" --arg f "$2" '.nodes[$n][$f]' "$t/proxy.stats"; }
 
 # ready_watch NAME: a kubectl watch of Node NAME, open before the node starts; the time of the
 # first event with Ready=True is written to $t/ready-NAME (microseconds since the epoch).
@@ -330,10 +331,8 @@ for x in "$pl_pid picolet $p/log" "$kl_pid kubelet $kd/log" "$ctd_pid containerd
   read -r a b l <<<"$x"; alive "$a" "$b" "$l"
 done
 w0="$EPOCHREALTIME"
-declare -A up0 down0 conn0
-for n in "$PL" "$KL"; do
-  up0[$n]="$(bytes "$n" up)"; down0[$n]="$(bytes "$n" down)"; conn0[$n]="$(bytes "$n" connections)"
-done
+declare -A conn0
+for n in "$PL" "$KL"; do conn0[$n]="$(proxy_counter "$n" connections)"; done
 cpu0_pl="$(cpu_seconds "$pl_pid")" cpu0_kl="$(cpu_seconds "$kl_pid")" cpu0_ctd="$(cpu_seconds "$ctd_pid")"
 max_pl=0 max_kl=0 max_ctd=0
 end_us=$((${w0/./} + IDLE * 1000000))
@@ -351,11 +350,8 @@ conditions() {
   k get node "$1" -o json | jq -c '[.status.conditions[] | select(.type != "Ready" and .status == "True") | .type]'
 }
 cond_pl="$(conditions "$PL")" cond_kl="$(conditions "$KL")"
-declare -A up down conns
-for n in "$PL" "$KL"; do
-  up[$n]=$(($(bytes "$n" up) - ${up0[$n]})); down[$n]=$(($(bytes "$n" down) - ${down0[$n]}))
-  conns[$n]=$(($(bytes "$n" connections) - ${conn0[$n]}))
-done
+declare -A conns
+for n in "$PL" "$KL"; do conns[$n]=$(($(proxy_counter "$n" connections) - ${conn0[$n]})); done
 cpu1_pl="$(cpu_seconds "$pl_pid")" cpu1_kl="$(cpu_seconds "$kl_pid")" cpu1_ctd="$(cpu_seconds "$ctd_pid")"
 rss_pl="$(rss_kb "$pl_pid")" rss_kl="$(rss_kb "$kl_pid")" rss_ctd="$(rss_kb "$ctd_pid")"
 max_pl=$((rss_pl > max_pl ? rss_pl : max_pl)) max_kl=$((rss_kl > max_kl ? rss_kl : max_kl))
@@ -429,7 +425,15 @@ req_pass=$pass
 emit node_api_requests_per_min "$rpm_kl" req/min "$kl_tool" "$kl_target" \
   "{\"requests\":$n_kl,\"window_s\":$window,\"conditions\":$cond_kl,\"calls\":$(calls "$KL")}"
 
-# ---- bytes on the wire ----
+# ---- bytes on the wire: the proxy's chunks stamped inside the window ----
+declare -A up down
+for n in "$PL" "$KL"; do
+  for d in up down; do
+    v="$(awk -v a="$w0" -v b="$w1" -v n="$n" -v d="$d" '$2 == n && $3 == d && $1 >= a && $1 < b { s += $4 }
+      END { printf "%d", s }' "$t/proxy.trace")"
+    if [ "$d" = up ]; then up[$n]=$v; else down[$n]=$v; fi
+  done
+done
 b_pl=$((${up[$PL]} + ${down[$PL]})) b_kl=$((${up[$KL]} + ${down[$KL]}))
 ((b_pl > 0 && b_kl > 0)) || die "no bytes counted for a node in the window (picolet $b_pl, kubelet $b_kl)"
 bph_pl="$(per_hour "$b_pl")" bph_kl="$(per_hour "$b_kl")"
