@@ -52,8 +52,10 @@ PL_CGROUP=picolet-bench-node KL_CGROUP=kubelet-bench-node
 SYSCTLS=(vm/overcommit_memory vm/panic_on_oom kernel/panic kernel/panic_on_oops
   kernel/keys/root_maxkeys kernel/keys/root_maxbytes)
 
-for port in "$APISERVER_PORT" "$ETCD_PORT" "$PROXY_PL" "$PROXY_KL" "$PL_HEALTHZ" "$KL_PORT" "$KL_HEALTHZ"; do
-  [ -z "$(ss -Hltn "sport = :$port")" ] || die "port $port is in use (another node bench running?)"
+for port in "$APISERVER_PORT" "$ETCD_PORT" "$ETCD_PEER_PORT" "$KCM_PORT" "$SCHED_PORT" "$PROXY_PL" \
+  "$PROXY_KL" "$PL_HEALTHZ" "$KL_PORT" "$KL_HEALTHZ"; do
+  [ -z "$(ss -Hltn "sport = :$port")" ] || die "port $port is in use: another node bench running, or one \
+killed before its clean-up (then: K8S_DIR=$K8S_DIR ../shared/k8s/down.sh --purge)"
 done
 bench_tmpdir
 t="$BENCH_TMP"
