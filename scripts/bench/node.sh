@@ -144,7 +144,7 @@ ready_watch() {
   WATCH_PID=$!
   on_exit "kill $WATCH_PID 2>/dev/null"
   for ((i = 0; i < 300; i++)); do
-    grep -q 'watch=true 200 OK' "$t/watch-$name.log" && return 0
+    grep -qs 'watch=true 200 OK' "$t/watch-$name.log" && return 0
     kill -0 "$WATCH_PID" 2>/dev/null || break
     sleep 0.05
   done
