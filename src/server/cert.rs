@@ -11,7 +11,10 @@ use std::net::IpAddr;
 use crate::kube::der::{bit_string, oid, pem, seq, tlv, uint_bytes as uint, utf8, SEQUENCE};
 
 fn name(cn: &str) -> Vec<u8> {
-    seq(&[crate::kube::der::set(&[seq(&[oid(&[2, 5, 4, 3]), utf8(cn)])])])
+    seq(&[crate::kube::der::set(&[seq(&[
+        oid(&[2, 5, 4, 3]),
+        utf8(cn),
+    ])])])
 }
 
 /// UTCTime up to 2049, GeneralizedTime after (RFC 5280 4.1.2.5).
@@ -75,7 +78,11 @@ pub fn self_signed(host: &str, dns: &[String], ips: &[IpAddr]) -> Result<SelfSig
     }
     let exts = seq(&[
         // digitalSignature, keyEncipherment
-        extension(&[2, 5, 29, 15], true, tlv(crate::kube::der::BIT_STRING, &[5, 0xa0])),
+        extension(
+            &[2, 5, 29, 15],
+            true,
+            tlv(crate::kube::der::BIT_STRING, &[5, 0xa0]),
+        ),
         // serverAuth
         extension(
             &[2, 5, 29, 37],

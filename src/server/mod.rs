@@ -567,33 +567,11 @@ where
                     .await;
                     return Ok(());
                 }
-                if !req.wants_upgrade("spdy/3.1") {
-                    let r =
-                        Reply::text(400, "unable to upgrade: missing upgrade headers in request");
-                    http1::write_all(&mut s, &http1::encode(&r, false, false), limits.io_timeout)
-                        .await?;
+                let Some(protocol) =
+                    upgrade_spdy(&mut s, &req, remotecommand::SPDY_PROTOCOLS, limits).await?
+                else {
                     return Ok(());
-                }
-                let client = req.header_tokens("x-stream-protocol-version");
-                let protocol =
-                    match remotecommand::negotiate(&client, remotecommand::SPDY_PROTOCOLS) {
-                        Ok(p) => p,
-                        Err(r) => {
-                            http1::write_all(
-                                &mut s,
-                                &http1::encode(&r, false, false),
-                                limits.io_timeout,
-                            )
-                            .await?;
-                            return Ok(());
-                        }
-                    };
-                http1::write_all(
-                    &mut s,
-                    &remotecommand::switching("SPDY/3.1", &protocol, &[]),
-                    limits.io_timeout,
-                )
-                .await?;
+                };
                 let host = ctx.host.clone();
                 let (kind, command, opts) = (cmd.kind, cmd.command.clone(), cmd.opts);
                 let start = move || async move {
@@ -650,32 +628,12 @@ where
                     portforward::serve_ws(s, b, protocol, ports, target).await;
                     return Ok(());
                 }
-                if !req.wants_upgrade("spdy/3.1") {
-                    let r =
-                        Reply::text(400, "unable to upgrade: missing upgrade headers in request");
-                    http1::write_all(&mut s, &http1::encode(&r, false, false), limits.io_timeout)
-                        .await?;
+                if upgrade_spdy(&mut s, &req, &[portforward::PROTOCOL], limits)
+                    .await?
+                    .is_none()
+                {
                     return Ok(());
                 }
-                let client = req.header_tokens("x-stream-protocol-version");
-                let protocol = match remotecommand::negotiate(&client, &[portforward::PROTOCOL]) {
-                    Ok(p) => p,
-                    Err(r) => {
-                        http1::write_all(
-                            &mut s,
-                            &http1::encode(&r, false, false),
-                            limits.io_timeout,
-                        )
-                        .await?;
-                        return Ok(());
-                    }
-                };
-                http1::write_all(
-                    &mut s,
-                    &remotecommand::switching("SPDY/3.1", &protocol, &[]),
-                    limits.io_timeout,
-                )
-                .await?;
                 portforward::serve_spdy(
                     s,
                     std::mem::take(&mut buf),
@@ -693,6 +651,30 @@ where
 
 /// Authenticates and authorizes a request of the secure port; the 401,
 /// 403 or 500 reply otherwise (upstream's texts).
+/// The SPDY/3.1 upgrade: answers 101 with the negotiated stream protocol
+/// (`None` once an error reply went out instead).
+async fn upgrade_spdy<S: AsyncWrite + Unpin>(
+    s: &mut S,
+    req: &http1::Request,
+    protocols: &[&str],
+    limits: Limits,
+) -> Result<Option<String>> {
+    let reply = if !req.wants_upgrade("spdy/3.1") {
+        Reply::text(400, "unable to upgrade: missing upgrade headers in request")
+    } else {
+        match remotecommand::negotiate(&req.header_tokens("x-stream-protocol-version"), protocols) {
+            Ok(p) => {
+                let head = remotecommand::switching("SPDY/3.1", &p, &[]);
+                http1::write_all(s, &head, limits.io_timeout).await?;
+                return Ok(Some(p));
+            }
+            Err(r) => r,
+        }
+    };
+    http1::write_all(s, &http1::encode(&reply, false, false), limits.io_timeout).await?;
+    Ok(None)
+}
+
 async fn authorize(
     auth: &auth::Auth,
     peer: Option<&[CertificateDer<'static>]>,
