@@ -1082,6 +1082,11 @@ fn stats_and_metrics() {
         "{own}"
     );
     assert!(own.contains("rest_client_requests_total{"), "{own}");
+    let sent = own
+        .lines()
+        .find_map(|l| l.strip_prefix("picolet_apiserver_sent_bytes_total "))
+        .and_then(|v| v.parse::<f64>().ok());
+    assert!(sent.is_some_and(|b| b > 1000.0), "{own}");
     assert!(own.contains("kubelet_http_requests_total{long_running=\"false\",method=\"GET\",path=\"/stats\",server_type=\"readwrite\"} 2\n"), "{own}");
     let probes = raw("/metrics/probes");
     assert!(promtool(&probes).0, "{probes}");

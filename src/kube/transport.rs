@@ -329,11 +329,6 @@ impl Transport {
         h.last_error = err.to_string();
     }
 
-    /// Whether the last attempt reached the server.
-    pub fn is_up(&self) -> bool {
-        self.health.borrow().up
-    }
-
     /// How many times the server became unreachable: a caller that caches
     /// server state compares it to know that others may have changed
     /// things meanwhile.

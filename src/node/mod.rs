@@ -72,7 +72,6 @@ pub struct NodeManager {
     unregistered: Cell<bool>,
     wake_tx: smol::channel::Sender<()>,
     wake_rx: smol::channel::Receiver<()>,
-    status_patches: Cell<u64>,
     /// The transport's outage count when the Node was last read: after an
     /// outage the cached copy may be stale (the node controller marks an
     /// unreachable node Unknown), so it is read again.
@@ -118,7 +117,6 @@ impl NodeManager {
             unregistered: Cell::new(true),
             wake_tx,
             wake_rx,
-            status_patches: Cell::new(0),
             outages_seen: Cell::new(0),
         })
     }
@@ -131,11 +129,6 @@ impl NodeManager {
 
     pub fn node(&self) -> Option<Node> {
         self.server.borrow().clone()
-    }
-
-    /// Status PATCHes sent (for tests and benchmarks).
-    pub fn status_patches(&self) -> u64 {
-        self.status_patches.get()
     }
 
     fn name(&self) -> &str {
@@ -337,7 +330,6 @@ impl NodeManager {
         }
         self.record_transitions(Some(&current), &desired);
         let patch = status::status_patch(&current, &desired);
-        self.status_patches.set(self.status_patches.get() + 1);
         match self
             .client
             .patch::<Node>(None, self.name(), Some("status"), &Patch::Strategic(patch))

@@ -1064,6 +1064,30 @@ async fn own_metrics<H: Host>(ctx: &Ctx<H>) -> String {
         "counter",
         &rest,
     );
+    // What the uplink costs (metered links at the edge) and how often it
+    // dropped: TLS bytes of the one API connection, reconnects included.
+    if let Some(c) = host.api_client() {
+        let tr = c.transport();
+        for (name, help, v) in [
+            (
+                "picolet_apiserver_sent_bytes_total",
+                "Bytes sent to the API server",
+                tr.bytes_sent(),
+            ),
+            (
+                "picolet_apiserver_received_bytes_total",
+                "Bytes received from the API server",
+                tr.bytes_received(),
+            ),
+            (
+                "picolet_apiserver_outages_total",
+                "Times the API server became unreachable",
+                tr.outages(),
+            ),
+        ] {
+            t.family(name, help, "counter", &one(v as f64));
+        }
+    }
     if let Some(a) = &ctx.auth {
         t.family(
             "picolet_token_reviews_total",
