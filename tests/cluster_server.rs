@@ -37,8 +37,7 @@ pub fn member(n: u32, cp: &ControlPlane, extra: &str) -> Node {
     let opts = Opts {
         kubeconfig: Some(cp.node_kubeconfig(&name)),
         extra: format!(
-            "authentication:\n  x509: {{clientCAFile: {}}}\n\
-             evictionHard: {{memory.available: 100Mi}}\n{extra}",
+            "authentication:\n  x509: {{clientCAFile: {}}}\n{extra}",
             ca.display()
         ),
         args: vec!["--node-ip".into(), ip.into()],
