@@ -1056,6 +1056,7 @@ evictionHard: {memory.available: 50Mi}
 picolet:
   cniConfDir: /tmp/cni
   backOffInitial: 1s
+  offlineAutonomy: false
 "#,
         )
         .unwrap();
@@ -1073,6 +1074,8 @@ picolet:
         assert_eq!(c.eviction_hard.len(), 1);
         assert_eq!(c.picolet.cni_conf_dir, PathBuf::from("/tmp/cni"));
         assert_eq!(c.picolet.back_off_initial, Duration::from_secs(1));
+        assert!(!c.picolet.offline_autonomy);
+        assert!(KubeletConfig::default().picolet.offline_autonomy);
     }
 
     #[test]
