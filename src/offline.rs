@@ -59,6 +59,10 @@ const MAX_HEADER: usize = 128;
 /// second; a late answer still wins).
 pub const API_WAIT: Duration = Duration::from_secs(3);
 
+/// The digest noted for a file that could not be read: matches no content,
+/// so the next save rewrites it.
+const BAD: [u8; 32] = [0; 32];
+
 /// Entry kinds; secrets and tokens are encrypted.
 pub const PODS: &str = "pods";
 pub const CONFIG_MAPS: &str = "configmaps";
@@ -292,7 +296,7 @@ impl OfflineStore {
             }
         }
         for n in names {
-            let digest = s.read(&n).map(|b| sha256(&b)).unwrap_or([0; 32]);
+            let digest = s.read(&n).map(|b| sha256(&b)).unwrap_or(BAD);
             s.on_disk.borrow_mut().insert(n, digest);
         }
         Ok(Rc::new(s))
@@ -386,12 +390,13 @@ impl OfflineStore {
 
     /// The stored pods, each checked; bad ones are left out.
     pub fn pods(&self) -> Vec<Pod> {
+        // Files found bad at open were logged then; not read again.
         let names: Vec<String> = self
             .on_disk
             .borrow()
-            .keys()
-            .filter(|n| n.starts_with("pods/"))
-            .cloned()
+            .iter()
+            .filter(|(n, d)| n.starts_with("pods/") && **d != BAD)
+            .map(|(n, _)| n.clone())
             .collect();
         let mut out = Vec::new();
         for n in &names {

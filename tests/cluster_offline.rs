@@ -161,6 +161,7 @@ fn reboot_without_apiserver_runs_pods_from_the_local_copy() {
     let mut off = member(35, &cp, false);
     apply_pod(&cp, APP, "app", &on);
     apply_pod(&cp, PLAIN, "gone", &on);
+    apply_pod(&cp, PLAIN, "torn", &on);
     apply_pod(&cp, PLAIN, "plain-off", &off);
     let wait_api_running = |name: &str, node: &Node| -> Value {
         wait_for(Duration::from_secs(90), || {
@@ -176,8 +177,9 @@ fn reboot_without_apiserver_runs_pods_from_the_local_copy() {
     };
     let app = wait_api_running("app", &on);
     let gone = wait_api_running("gone", &on);
+    let torn = wait_api_running("torn", &on);
     wait_api_running("plain-off", &off);
-    let (app_uid, gone_uid) = (uid(&app), uid(&gone));
+    let (app_uid, gone_uid, torn_uid) = (uid(&app), uid(&gone), uid(&torn));
     let first_cid = api_container_id(&app).unwrap();
     assert!(environ(&on, &first_cid).contains("PASS=s3cret-offline"));
 
@@ -189,6 +191,7 @@ fn reboot_without_apiserver_runs_pods_from_the_local_copy() {
         wait_for(Duration::from_secs(10), || {
             (stored(&format!("pods/{app_uid}"))
                 && stored(&format!("pods/{gone_uid}"))
+                && stored(&format!("pods/{torn_uid}"))
                 && stored(&format!("configmaps/{NS}_cfg"))
                 && stored(&format!("configmaps/{NS}_kube-root-ca.crt"))
                 && stored(&format!("secrets/{NS}_sec"))
@@ -232,6 +235,17 @@ fn reboot_without_apiserver_runs_pods_from_the_local_copy() {
         "--force",
     ]);
     assert!(out.status.success(), "{out:?}");
+    // The configMap changes meanwhile too.
+    let out = cp.kubectl(&[
+        "-n",
+        NS,
+        "patch",
+        "configmap",
+        "cfg",
+        "-p",
+        r#"{"data":{"greeting":"hello-v2"}}"#,
+    ]);
+    assert!(out.status.success(), "{out:?}");
     let pid = cp.apiserver_pid().expect("apiserver pid");
     sync_support::kill(pid, rustix::process::Signal::KILL);
     assert!(
@@ -242,6 +256,11 @@ fn reboot_without_apiserver_runs_pods_from_the_local_copy() {
     off.reboot();
     // Whatever a reboot leaves of the pods' volumes is not what starts them.
     let _ = std::fs::remove_dir_all(on.root.join("root/pods").join(&app_uid).join("volumes"));
+    // A power cut left torn's copy cut short (as on a file system that
+    // does not order data before the rename).
+    let torn_file = offline_dir(&on).join(format!("pods/{torn_uid}"));
+    let f = std::fs::read(&torn_file).unwrap();
+    std::fs::write(&torn_file, &f[..f.len() * 2 / 3]).unwrap();
     assert!(on.shim_pids().is_empty() && on.runc_list().is_empty());
     assert!(off.shim_pids().is_empty() && off.runc_list().is_empty());
 
@@ -295,6 +314,15 @@ fn reboot_without_apiserver_runs_pods_from_the_local_copy() {
         "{}",
         on.log_tail(40)
     );
+    // The torn copy: reported, never run, no crash.
+    assert_eq!(
+        sync_support::count_lines(&on.log_path, &format!("{torn_uid} is corrupt")),
+        1,
+        "{}",
+        on.log_tail(40)
+    );
+    assert!(local_pod(&on, "torn").is_none());
+    assert!(on.exited().is_none());
     // Upstream's behaviour without autonomy: nothing from the API runs.
     std::thread::sleep(Duration::from_secs(5));
     assert!(
@@ -346,10 +374,13 @@ fn reboot_without_apiserver_runs_pods_from_the_local_copy() {
     // Nothing duplicated: app's one sandbox and one container, same
     // container as before the apiserver returned.
     assert_eq!(local_running_id(&on, "app").as_deref(), Some(&*app_cid));
-    let two = sync_support::wait_until(Duration::from_secs(30), || on.runc_list().len() == 2);
+    // torn starts now: the API's copy replaces the bad one.
+    wait_for(Duration::from_secs(60), || local_running_id(&on, "torn"))
+        .unwrap_or_else(|| panic!("torn not started\n{}", on.log_tail(40)));
+    let four = sync_support::wait_until(Duration::from_secs(30), || on.runc_list().len() == 4);
     assert!(
-        two,
-        "app's sandbox and container only: {:?}\n{}",
+        four,
+        "app's and torn's sandbox and container only: {:?}\n{}",
         on.runc_list(),
         on.log_tail(30)
     );
@@ -364,8 +395,36 @@ fn reboot_without_apiserver_runs_pods_from_the_local_copy() {
             .iter()
             .filter(|p| p["spec"]["nodeName"] == on.node_name.as_str())
             .count(),
-        1
+        2
     );
+    // The configMap as the API has it now reaches the volume.
+    let pid = on.container_pid(&app_cid).expect("app pid");
+    wait_for(Duration::from_secs(60), || {
+        let g = std::fs::read_to_string(format!("/proc/{pid}/root/cfg/greeting")).ok()?;
+        (g == "hello-v2").then_some(())
+    })
+    .unwrap_or_else(|| panic!("configMap not updated\n{}", on.log_tail(40)));
+    // Flash: with nothing changing but statuses, the local copy is not
+    // rewritten (status patches come back through the watch every time).
+    let mtimes = || -> Vec<(String, std::time::SystemTime)> {
+        let mut v = Vec::new();
+        for sub in ["", "pods", "configmaps", "secrets"] {
+            let d = offline_dir(&on).join(sub);
+            for f in sync_support::entries(&d) {
+                let m = std::fs::metadata(d.join(&f)).unwrap();
+                if m.is_file() {
+                    v.push((format!("{sub}/{f}"), m.modified().unwrap()));
+                }
+            }
+        }
+        v.sort();
+        v
+    };
+    std::thread::sleep(Duration::from_secs(3));
+    let before = mtimes();
+    assert!(before.len() >= 7, "{before:?}");
+    std::thread::sleep(Duration::from_secs(15));
+    assert_eq!(mtimes(), before, "the local copy was rewritten while idle");
 
     // The node without autonomy runs its pod once the API answers.
     wait_for(Duration::from_secs(90), || {
