@@ -423,8 +423,24 @@ fn reboot_without_apiserver_runs_pods_from_the_local_copy() {
     std::thread::sleep(Duration::from_secs(3));
     let before = mtimes();
     assert!(before.len() >= 7, "{before:?}");
-    std::thread::sleep(Duration::from_secs(15));
-    assert_eq!(mtimes(), before, "the local copy was rewritten while idle");
+    // A status change: torn's container is killed and restarted, the new
+    // status goes to the API and its watch brings the pod back.
+    let torn_cid = local_running_id(&on, "torn").unwrap();
+    let pid = on.container_pid(&torn_cid).expect("torn pid");
+    sync_support::kill(pid, rustix::process::Signal::KILL);
+    wait_for(Duration::from_secs(60), || {
+        let p = api_pod(&cp, "torn")?;
+        (p["status"]["containerStatuses"][0]["restartCount"].as_i64() > Some(0)
+            && api_container_id(&p).is_some_and(|c| c != torn_cid))
+        .then_some(())
+    })
+    .unwrap_or_else(|| panic!("torn's restart not reported\n{}", on.log_tail(40)));
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        mtimes(),
+        before,
+        "the local copy was rewritten for a status change"
+    );
 
     // The node without autonomy runs its pod once the API answers.
     wait_for(Duration::from_secs(90), || {
