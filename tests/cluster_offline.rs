@@ -289,7 +289,10 @@ fn reboot_without_apiserver_runs_pods_from_the_local_copy() {
     let (app_cid, _gone_cid) = ids;
     assert_ne!(app_cid, first_cid, "a new container after the reboot");
     // Started with the stored secret, configMap and token.
-    assert!(environ(&on, &app_cid).contains("PASS=s3cret-offline"));
+    let env = environ(&on, &app_cid);
+    assert!(env.contains("PASS=s3cret-offline"), "{env}");
+    // The service variables from the stored services.
+    assert!(env.contains("KUBERNETES_SERVICE_HOST="), "{env}");
     let app_local = local_pod(&on, "app").unwrap();
     assert_eq!(app_local.metadata.uid.as_deref(), Some(app_uid.as_str()));
     let offline_restarts = sync_support::container(&app_local, "main").restart_count;
