@@ -453,6 +453,25 @@ impl OfflineStore {
         }
     }
 
+    /// Forgets the configMaps and secrets no stored pod references (by
+    /// entry name, see [`object_name`]). Done when the API's pods change,
+    /// not when a pod's volumes go, so that pods stopped at shutdown
+    /// (`stopPodsOnShutdown`) still find their objects after a reboot.
+    pub fn retain_objects(&self, keep: &std::collections::HashSet<String>) {
+        let gone: Vec<String> = self
+            .on_disk
+            .borrow()
+            .keys()
+            .filter(|n| {
+                (n.starts_with("configmaps/") || n.starts_with("secrets/")) && !keep.contains(*n)
+            })
+            .cloned()
+            .collect();
+        for n in gone {
+            self.remove(&n);
+        }
+    }
+
     /// A stored configMap or secret (`kind` [`CONFIG_MAPS`] or [`SECRETS`]).
     pub fn object<K: DeserializeOwned>(&self, kind: &str, ns: &str, name: &str) -> Option<K> {
         self.read_json(&object_name(kind, ns, name)?)
@@ -716,6 +735,16 @@ mod tests {
             s.flush().await;
         });
         assert!(!d.join(OFFLINE_DIR).join("secrets/ns_s").exists());
+        crate::rt::block_on(async {
+            s.save_object(SECRETS, "ns", "s", Some(&secret));
+            s.save_object(SECRETS, "ns", "t", Some(&secret));
+            s.flush().await;
+            let keep = ["secrets/ns_t".to_string()].into_iter().collect();
+            s.retain_objects(&keep);
+            s.flush().await;
+        });
+        assert!(!d.join(OFFLINE_DIR).join("secrets/ns_s").exists());
+        assert!(d.join(OFFLINE_DIR).join("secrets/ns_t").exists());
         OfflineStore::remove_all(&d);
         assert!(!d.join(OFFLINE_DIR).exists() && !d.join(KEY_FILE).exists());
         std::fs::remove_dir_all(&d).unwrap();

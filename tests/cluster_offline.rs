@@ -445,6 +445,28 @@ fn reboot_without_apiserver_runs_pods_from_the_local_copy() {
         "the local copy was rewritten for a status change"
     );
 
+    // app deleted: its pod, configMaps and secret leave the local copy.
+    let out = cp.kubectl(&["-n", NS, "delete", "pod", "app", "--wait=false"]);
+    assert!(out.status.success(), "{out:?}");
+    let dir = offline_dir(&on);
+    let left = || {
+        [
+            format!("pods/{app_uid}"),
+            format!("configmaps/{NS}_cfg"),
+            format!("configmaps/{NS}_kube-root-ca.crt"),
+            format!("secrets/{NS}_sec"),
+        ]
+        .into_iter()
+        .filter(|f| dir.join(f).exists())
+        .collect::<Vec<_>>()
+    };
+    assert!(
+        sync_support::wait_until(Duration::from_secs(30), || left().is_empty()),
+        "still stored: {:?}",
+        left()
+    );
+    assert!(dir.join(format!("pods/{torn_uid}")).exists());
+
     // The node without autonomy runs its pod once the API answers.
     wait_for(Duration::from_secs(90), || {
         local_running_id(&off, "plain-off")

@@ -174,9 +174,8 @@ where
         };
         if gone {
             log::debug!("no longer watching {} {ns}/{name}", self.resource);
-            if let Some(o) = &*self.offline.borrow() {
-                o.save_object::<K>(self.kind(), ns, name, None);
-            }
+            // The local copy stays: the API pod source forgets it with the
+            // last stored pod that references it (`retain_objects`).
             // Dropping the task cancels the watch.
             entries.remove(&key);
         }

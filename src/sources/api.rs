@@ -243,14 +243,35 @@ fn persist(offline: &OfflineStore, store: &ApiPods, touched: Touched) {
             if let Some(p) = store.pods.get(&u) {
                 offline.save_pod(p);
             }
+            // Most updates are statuses: objects are sorted out on lists
+            // and deletions only.
+            return;
         }
         Touched::Gone(u) => {
             if !store.pods.contains_key(&u) {
                 offline.remove_pod(&u);
             }
         }
-        Touched::Nothing => {}
+        Touched::Nothing => return,
     }
+    offline.retain_objects(&referenced(store));
+}
+
+/// The entry names of the configMaps and secrets the pods reference.
+fn referenced(store: &ApiPods) -> std::collections::HashSet<String> {
+    use crate::offline::{object_name, CONFIG_MAPS, SECRETS};
+    let mut keep = std::collections::HashSet::new();
+    for p in store.pods.values() {
+        let ns = p.metadata.namespace.as_deref().unwrap_or("default");
+        let r = crate::objects::refs::pod_refs(p);
+        keep.extend(
+            r.config_maps
+                .iter()
+                .filter_map(|n| object_name(CONFIG_MAPS, ns, n)),
+        );
+        keep.extend(r.secrets.iter().filter_map(|n| object_name(SECRETS, ns, n)));
+    }
+    keep
 }
 
 /// Watches this node's pods until the task is dropped, keeping `store`
