@@ -248,6 +248,36 @@ mod tests {
     }
 
     #[test]
+    fn tokens_survive_a_restart_in_the_local_copy() {
+        let d = std::env::temp_dir().join(format!("picolet-tokens-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        let t0: Timestamp = "2024-01-01T00:00:00Z".parse().unwrap();
+        crate::rt::block_on(async {
+            let store = OfflineStore::open(&d).unwrap();
+            let m = TokenManager::default();
+            m.set_offline(store.clone());
+            m.cache.borrow_mut().insert("k".into(), issued(t0, 3600));
+            m.save();
+            store.flush().await;
+            let raw = std::fs::read(d.join("offline/tokens")).unwrap();
+            assert!(raw.starts_with(b"picolet-offline/1 chacha20poly1305 "));
+        });
+        let m = TokenManager::default();
+        m.set_offline(OfflineStore::open(&d).unwrap());
+        assert_eq!(m.cache.borrow().get("k"), Some(&issued(t0, 3600)));
+        // forget_pod drops the pod's tokens from the copy too.
+        crate::rt::block_on(async {
+            m.forget_pod("u");
+            let o = m.offline.borrow().clone().unwrap();
+            o.flush().await;
+        });
+        let m = TokenManager::default();
+        m.set_offline(OfflineStore::open(&d).unwrap());
+        assert!(m.is_empty());
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
     fn refreshes_at_eighty_percent() {
         let t0: Timestamp = "2024-01-01T00:00:00Z".parse().unwrap();
         let t = issued(t0, 3600);
