@@ -168,6 +168,11 @@ pub struct PicoletConfig {
     /// signing (TLS bootstrap, rotation) before it is given up (upstream's
     /// bootstrap waits an hour).
     pub certificate_request_timeout: Duration,
+    /// Keep the node's API pods and what they use on disk and start them
+    /// from there after a restart while the API server is unreachable
+    /// (`crate::offline`); off: upstream's behaviour, nothing from the
+    /// API runs until it answers.
+    pub offline_autonomy: bool,
 }
 
 impl Default for KubeletConfig {
@@ -250,6 +255,7 @@ impl Default for PicoletConfig {
             back_off_reset: Duration::from_secs(600),
             stop_pods_on_shutdown: false,
             certificate_request_timeout: Duration::from_secs(3600),
+            offline_autonomy: true,
         }
     }
 }
@@ -713,6 +719,7 @@ impl PicoletConfig {
                 "backOffReset" => p.back_off_reset = f.duration()?,
                 "stopPodsOnShutdown" => p.stop_pods_on_shutdown = f.bool()?,
                 "certificateRequestTimeout" => p.certificate_request_timeout = f.duration()?,
+                "offlineAutonomy" => p.offline_autonomy = f.bool()?,
                 _ => warn.push(format!("unknown field {name}")),
             }
         }
@@ -1049,6 +1056,7 @@ evictionHard: {memory.available: 50Mi}
 picolet:
   cniConfDir: /tmp/cni
   backOffInitial: 1s
+  offlineAutonomy: false
 "#,
         )
         .unwrap();
@@ -1066,6 +1074,8 @@ picolet:
         assert_eq!(c.eviction_hard.len(), 1);
         assert_eq!(c.picolet.cni_conf_dir, PathBuf::from("/tmp/cni"));
         assert_eq!(c.picolet.back_off_initial, Duration::from_secs(1));
+        assert!(!c.picolet.offline_autonomy);
+        assert!(KubeletConfig::default().picolet.offline_autonomy);
     }
 
     #[test]

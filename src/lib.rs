@@ -19,6 +19,7 @@ pub mod logger;
 pub mod network;
 pub mod node;
 pub mod objects;
+pub mod offline;
 pub mod pause;
 pub mod probe;
 pub mod rt;

@@ -196,6 +196,8 @@ pub struct Parts {
     /// The API objects pods use (configMaps, secrets, tokens, services):
     /// gets the client.
     pub objects: Rc<crate::objects::ObjectManager>,
+    /// The local copy of the node's API pods (offline autonomy).
+    pub offline: Option<Rc<crate::offline::OfflineStore>>,
 }
 
 /// Joins the cluster and keeps the node's membership until dropped: the
@@ -258,6 +260,7 @@ pub async fn run(kubeconfig: PathBuf, host: Rc<ClusterHost>, parts: Parts) {
             api.clone(),
             snapshots,
             vec![writer_tx, parts.mirror_tx.clone()],
+            parts.offline.clone(),
         ))
     });
     let _writer = crate::rt::spawn(

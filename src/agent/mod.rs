@@ -274,6 +274,26 @@ impl Agent {
         // Hook (apivolumes): configMaps, secrets, tokens, services for API
         // pods; the cluster side attaches the client.
         let objects = crate::objects::ObjectManager::new();
+        // Offline autonomy: only a cluster member has API pods to keep.
+        let offline = if self.cfg.kubeconfig.is_some() && kc.picolet.offline_autonomy {
+            // Start-up, before any pod syncs: reading a few small files
+            // here blocks nothing that runs yet.
+            match crate::offline::OfflineStore::open(&self.cfg.state_dir()) {
+                Ok(o) => {
+                    objects.set_offline(o.clone());
+                    Some(o)
+                }
+                Err(e) => {
+                    log::error!("offline state: {e:#}; offline autonomy is off");
+                    None
+                }
+            }
+        } else {
+            let dir = self.cfg.state_dir();
+            smol::unblock(move || crate::offline::OfflineStore::remove_all(&dir)).await;
+            None
+        };
+        let _offline_writer = offline.clone().map(|o| crate::rt::spawn(o.writer()));
         let k = Kubelet::new(
             runtime.clone(),
             self.images.clone(),
@@ -393,6 +413,7 @@ impl Agent {
                 events: self.api_events.clone(),
                 recorder: self.recorder.clone(),
                 objects,
+                offline: offline.clone(),
             };
             crate::rt::spawn(cluster::run(path, Rc::new(host), parts))
         });
@@ -418,6 +439,9 @@ impl Agent {
         // The last back-off changes must not be lost with the process.
         if let Err(e) = backoff.save().await {
             log::warn!("back-off state: {e:#}");
+        }
+        if let Some(o) = &offline {
+            o.flush().await;
         }
         Ok(exit)
     }

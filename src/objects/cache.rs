@@ -9,8 +9,10 @@
 use super::GetError;
 use crate::api::meta::ObjectMeta;
 use crate::kube::{Client, Event, ListParams, Reflector};
+use crate::offline::OfflineStore;
 use k8s_openapi::{Metadata, Resource};
 use serde::de::DeserializeOwned;
+use serde::Serialize;
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
@@ -72,17 +74,60 @@ pub struct ObjectCache<K> {
     resource: &'static str,
     entries: RefCell<BTreeMap<(String, String), Entry<K>>>,
     started: Cell<u64>,
+    /// The local copy (offline autonomy): every object watched is kept
+    /// there, and served from there while the API is unreachable at start.
+    offline: RefCell<Option<Rc<OfflineStore>>>,
 }
 
 impl<K> ObjectCache<K>
 where
-    K: Resource + DeserializeOwned + Metadata<Ty = ObjectMeta> + Immutable + 'static,
+    K: Resource
+        + DeserializeOwned
+        + Serialize
+        + Clone
+        + Metadata<Ty = ObjectMeta>
+        + Immutable
+        + 'static,
 {
     pub fn new(resource: &'static str) -> Self {
         ObjectCache {
             resource,
             entries: RefCell::new(BTreeMap::new()),
             started: Cell::new(0),
+            offline: RefCell::new(None),
+        }
+    }
+
+    pub fn set_offline(&self, store: Rc<OfflineStore>) {
+        *self.offline.borrow_mut() = Some(store);
+    }
+
+    /// The local copy's directory for this kind.
+    fn kind(&self) -> &'static str {
+        if self.resource == "secret" {
+            crate::offline::SECRETS
+        } else {
+            crate::offline::CONFIG_MAPS
+        }
+    }
+
+    /// While the node runs from its local copy, a new entry starts from
+    /// the stored object (as if listed); the watch's first list replaces
+    /// it once the API answers.
+    fn local_copy(&self, ns: &str, name: &str) -> State<K> {
+        let offline = self.offline.borrow().clone();
+        let object = offline
+            .filter(|o| o.active())
+            .and_then(|o| o.object::<K>(self.kind(), ns, name));
+        if object.is_some() {
+            log::info!(
+                "{} {ns}/{name}: the API server is unreachable, using the local copy",
+                self.resource
+            );
+        }
+        State {
+            synced: object.is_some(),
+            object: object.map(Rc::new),
         }
     }
 
@@ -94,17 +139,16 @@ where
             e.refs.insert(uid.to_string());
             return;
         }
-        let state = Rc::new(RefCell::new(State {
-            synced: false,
-            object: None,
-        }));
+        let state = Rc::new(RefCell::new(self.local_copy(ns, name)));
         log::debug!("watching {} {ns}/{name}", self.resource);
         self.started.set(self.started.get() + 1);
+        let offline = self.offline.borrow().clone().map(|o| (o, self.kind()));
         let task = crate::rt::spawn(watch::<K>(
             client.clone(),
             ns.to_string(),
             name.to_string(),
             state.clone(),
+            offline,
         ));
         entries.insert(
             key,
@@ -130,6 +174,8 @@ where
         };
         if gone {
             log::debug!("no longer watching {} {ns}/{name}", self.resource);
+            // The local copy stays: the API pod source forgets it with the
+            // last stored pod that references it (`retain_objects`).
             // Dropping the task cancels the watch.
             entries.remove(&key);
         }
@@ -187,15 +233,21 @@ where
     }
 }
 
-/// Keeps `state` in step with the one object.
-async fn watch<K>(client: Rc<Client>, ns: String, name: String, state: Rc<RefCell<State<K>>>)
-where
-    K: Resource + DeserializeOwned + Metadata<Ty = ObjectMeta> + 'static,
+/// Keeps `state` (and the local copy, when there is one) in step with
+/// the one object.
+async fn watch<K>(
+    client: Rc<Client>,
+    ns: String,
+    name: String,
+    state: Rc<RefCell<State<K>>>,
+    offline: Option<(Rc<OfflineStore>, &'static str)>,
+) where
+    K: Resource + DeserializeOwned + Serialize + Clone + Metadata<Ty = ObjectMeta> + 'static,
 {
     let (tx, rx) = smol::channel::bounded(4);
     let r = Reflector::new(
         client,
-        Some(ns),
+        Some(ns.clone()),
         ListParams::fields(format!("metadata.name={name}")),
     );
     let _reflector = crate::rt::spawn(r.run::<K>(tx));
@@ -219,6 +271,9 @@ where
                     st.object = None;
                 }
             }
+        }
+        if let Some((o, kind)) = &offline {
+            o.save_object(kind, &ns, &name, st.object.as_deref());
         }
     }
 }

@@ -82,6 +82,11 @@ pub struct ObjectManager {
     services: Rc<RefCell<ServiceStore>>,
     services_watch: RefCell<Option<smol::Task<()>>>,
     pods: RefCell<BTreeMap<String, Registered>>,
+    /// The local copy (offline autonomy).
+    offline: RefCell<Option<Rc<crate::offline::OfflineStore>>>,
+    /// The services as last stored, for the variables while the API is
+    /// unreachable at start.
+    stored_services: RefCell<Option<Vec<services::ServiceInfo>>>,
 }
 
 impl ObjectManager {
@@ -94,7 +99,19 @@ impl ObjectManager {
             services: Rc::default(),
             services_watch: RefCell::new(None),
             pods: RefCell::new(BTreeMap::new()),
+            offline: RefCell::new(None),
+            stored_services: RefCell::new(None),
         })
+    }
+
+    /// Offline autonomy: keep what pods use in `store` and serve it from
+    /// there while the API is unreachable at start. Before [`Self::attach`].
+    pub fn set_offline(&self, store: Rc<crate::offline::OfflineStore>) {
+        self.config_maps.set_offline(store.clone());
+        self.secrets.set_offline(store.clone());
+        self.tokens.set_offline(store.clone());
+        *self.stored_services.borrow_mut() = store.services();
+        *self.offline.borrow_mut() = Some(store);
     }
 
     /// The API client is there: start watching services (upstream's
@@ -103,6 +120,7 @@ impl ObjectManager {
         *self.services_watch.borrow_mut() = Some(crate::rt::spawn(services::watch(
             client.clone(),
             self.services.clone(),
+            self.offline.borrow().clone(),
         )));
         *self.client.borrow_mut() = Some(client);
     }
@@ -213,12 +231,22 @@ impl ObjectManager {
             return Ok(BTreeMap::new());
         }
         let store = self.services.borrow();
+        let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+        let offline = self.offline.borrow().as_ref().is_some_and(|o| o.active());
+        if !store.synced && offline {
+            if let Some(stored) = &*self.stored_services.borrow() {
+                return Ok(services::service_env(
+                    stored.iter(),
+                    ns,
+                    enable_service_links,
+                ));
+            }
+        }
         if !store.synced && is_api_pod(pod) {
             return Err(
                 "services have not yet been read at least once, cannot construct envvars".into(),
             );
         }
-        let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
         Ok(services::service_env(
             store.services.values(),
             ns,

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 
 /// One service port, as the variables need it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Port {
     pub name: String,
     pub port: i32,
@@ -22,7 +22,7 @@ pub struct Port {
 }
 
 /// What the variables need of a service.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ServiceInfo {
     pub namespace: String,
     pub name: String,
@@ -170,13 +170,23 @@ impl ServiceStore {
     }
 }
 
-/// Keeps `store` in step with the cluster's services until dropped.
-pub async fn watch(client: Rc<Client>, store: Rc<RefCell<ServiceStore>>) {
+/// Keeps `store` (and the local copy, when there is one) in step with
+/// the cluster's services until dropped.
+pub async fn watch(
+    client: Rc<Client>,
+    store: Rc<RefCell<ServiceStore>>,
+    offline: Option<Rc<crate::offline::OfflineStore>>,
+) {
     let (tx, rx) = smol::channel::bounded(16);
     let r = Reflector::new(client, None, ListParams::default());
     let _reflector = crate::rt::spawn(r.run::<Service>(tx));
     while let Ok(ev) = rx.recv().await {
         store.borrow_mut().apply(ev);
+        if let Some(o) = &offline {
+            let st = store.borrow();
+            let list: Vec<&ServiceInfo> = st.services.values().collect();
+            o.save_services(&list);
+        }
     }
 }
 

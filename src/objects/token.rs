@@ -6,10 +6,12 @@
 //! request keeps the cached token while it is still valid.
 
 use crate::kube::Client;
+use crate::offline::OfflineStore;
 use jiff::{SignedDuration, Timestamp};
 use serde_json::{json, Value};
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
+use std::rc::Rc;
 
 /// Upstream `maxTTL`: a token older than this is replaced.
 pub const MAX_TTL: SignedDuration = SignedDuration::from_hours(24);
@@ -69,7 +71,7 @@ impl TokenSpec {
 }
 
 /// A token as the API server issued it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Issued {
     pub token: String,
     /// `status.expirationTimestamp`.
@@ -121,9 +123,27 @@ pub fn parse_issued(spec: &TokenSpec, body: &[u8]) -> Result<Issued, String> {
 pub struct TokenManager {
     cache: RefCell<BTreeMap<String, Issued>>,
     requests: Cell<u64>,
+    /// The local copy (offline autonomy): the cache is kept there.
+    offline: RefCell<Option<Rc<OfflineStore>>>,
 }
 
 impl TokenManager {
+    /// Keeps the tokens in `store`, starting from the ones it has: a
+    /// restarted node serves them while the API server is unreachable.
+    pub fn set_offline(&self, store: Rc<OfflineStore>) {
+        if let Some(t) = store.tokens::<BTreeMap<String, Issued>>() {
+            log::debug!("{} service account token(s) from the local copy", t.len());
+            self.cache.borrow_mut().extend(t);
+        }
+        *self.offline.borrow_mut() = Some(store);
+    }
+
+    fn save(&self) {
+        if let Some(o) = &*self.offline.borrow() {
+            o.save_tokens(&*self.cache.borrow());
+        }
+    }
+
     /// A valid token for `spec`: the cached one unless it needs a refresh.
     pub async fn get(&self, client: &Client, spec: &TokenSpec) -> Result<String, String> {
         let key = spec.key();
@@ -152,6 +172,7 @@ impl TokenManager {
                 );
                 let token = t.token.clone();
                 self.cache.borrow_mut().insert(key, t);
+                self.save();
                 Ok(token)
             }
             Err(e) => match cached {
@@ -165,6 +186,21 @@ impl TokenManager {
                     );
                     Ok(t.token)
                 }
+                // Started from the local copy with the API unreachable:
+                // the API server may have issued it for longer than it
+                // said (`--service-account-extend-token-expiration`), and
+                // nothing better can be had until it answers.
+                Some(t) if self.offline.borrow().as_ref().is_some_and(|o| o.active()) => {
+                    log::warn!(
+                        "service account token for {}/{} (pod {}): {e}; the API server is unreachable, \
+                         using the stored one (expired {})",
+                        spec.namespace,
+                        spec.service_account,
+                        spec.pod_name,
+                        t.expires
+                    );
+                    Ok(t.token)
+                }
                 _ => Err(e),
             },
         }
@@ -174,9 +210,13 @@ impl TokenManager {
     /// `DeleteServiceAccountToken`), and any that expired.
     pub fn forget_pod(&self, uid: &str) {
         let now = Timestamp::now();
+        let before = self.cache.borrow().len();
         self.cache
             .borrow_mut()
             .retain(|_, t| t.pod_uid != uid && t.expires > now);
+        if self.cache.borrow().len() != before {
+            self.save();
+        }
     }
 
     /// Tokens held.
@@ -205,6 +245,36 @@ mod tests {
             expiration_seconds: secs,
             pod_uid: "u".into(),
         }
+    }
+
+    #[test]
+    fn tokens_survive_a_restart_in_the_local_copy() {
+        let d = std::env::temp_dir().join(format!("picolet-tokens-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        let t0: Timestamp = "2024-01-01T00:00:00Z".parse().unwrap();
+        crate::rt::block_on(async {
+            let store = OfflineStore::open(&d).unwrap();
+            let m = TokenManager::default();
+            m.set_offline(store.clone());
+            m.cache.borrow_mut().insert("k".into(), issued(t0, 3600));
+            m.save();
+            store.flush().await;
+            let raw = std::fs::read(d.join("offline/tokens")).unwrap();
+            assert!(raw.starts_with(b"picolet-offline/1 chacha20poly1305 "));
+        });
+        let m = TokenManager::default();
+        m.set_offline(OfflineStore::open(&d).unwrap());
+        assert_eq!(m.cache.borrow().get("k"), Some(&issued(t0, 3600)));
+        // forget_pod drops the pod's tokens from the copy too.
+        crate::rt::block_on(async {
+            m.forget_pod("u");
+            let o = m.offline.borrow().clone().unwrap();
+            o.flush().await;
+        });
+        let m = TokenManager::default();
+        m.set_offline(OfflineStore::open(&d).unwrap());
+        assert!(m.is_empty());
+        std::fs::remove_dir_all(&d).unwrap();
     }
 
     #[test]

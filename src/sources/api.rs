@@ -14,6 +14,7 @@
 use super::{pod_full_name, SourceUpdate, API_SOURCE, CONFIG_MIRROR};
 use crate::api::core::Pod;
 use crate::kube::{Client, Event, ListParams, Reflector};
+use crate::offline::OfflineStore;
 use smol::channel::Sender;
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -168,20 +169,123 @@ impl ApiPods {
         SourceUpdate {
             source: API_SOURCE,
             pods: self.pods.values().map(|p| (**p).clone()).collect(),
+            provisional: false,
         }
     }
+}
+
+/// Offline autonomy: when the API has not listed the node's pods within
+/// [`crate::offline::API_WAIT`], the stored copies go to the pod config as
+/// a provisional snapshot (run, but the source is not seen yet, so nothing
+/// is removed on their word).
+async fn start_from_local_copy(
+    offline: Rc<OfflineStore>,
+    store: SharedApiPods,
+    snapshots: Sender<SourceUpdate>,
+) {
+    async_io::Timer::after(crate::offline::API_WAIT).await;
+    if store.borrow().synced() {
+        return;
+    }
+    let pods = offline.pods();
+    if pods.is_empty() {
+        return;
+    }
+    log::info!(
+        "the API server has not listed this node's pods within {}s: starting {} pod(s) from the local copy",
+        crate::offline::API_WAIT.as_secs(),
+        pods.len()
+    );
+    offline.set_active(true);
+    // Unbounded channel: the send does not wait, so no real list can slip
+    // in between the check above and this snapshot.
+    let _ = snapshots
+        .send(SourceUpdate {
+            source: API_SOURCE,
+            pods,
+            provisional: true,
+        })
+        .await;
+}
+
+/// Which regular pods an event touched.
+enum Touched {
+    All,
+    Pod(String),
+    Gone(String),
+    Nothing,
+}
+
+impl Touched {
+    fn of(ev: &Event<Pod>) -> Touched {
+        match ev {
+            Event::Listed(_) => Touched::All,
+            Event::Applied(p) if !is_mirror(p) => Touched::Pod(uid(p)),
+            Event::Deleted(p) if !is_mirror(p) => Touched::Gone(uid(p)),
+            _ => Touched::Nothing,
+        }
+    }
+}
+
+/// Keeps the local copy in step with the store after an event.
+fn persist(offline: &OfflineStore, store: &ApiPods, touched: Touched) {
+    match touched {
+        Touched::All => {
+            if offline.active() {
+                log::info!(
+                    "the API server listed this node's pods: its answer replaces the local copy"
+                );
+            }
+            offline.set_active(false);
+            offline.replace_pods(store.pods.values().map(|p| &**p));
+        }
+        Touched::Pod(u) => {
+            if let Some(p) = store.pods.get(&u) {
+                offline.save_pod(p);
+            }
+            // Most updates are statuses: objects are sorted out on lists
+            // and deletions only.
+            return;
+        }
+        Touched::Gone(u) => {
+            if !store.pods.contains_key(&u) {
+                offline.remove_pod(&u);
+            }
+        }
+        Touched::Nothing => return,
+    }
+    offline.retain_objects(&referenced(store));
+}
+
+/// The entry names of the configMaps and secrets the pods reference.
+fn referenced(store: &ApiPods) -> std::collections::HashSet<String> {
+    use crate::offline::{object_name, CONFIG_MAPS, SECRETS};
+    let mut keep = std::collections::HashSet::new();
+    for p in store.pods.values() {
+        let ns = p.metadata.namespace.as_deref().unwrap_or("default");
+        let r = crate::objects::refs::pod_refs(p);
+        keep.extend(
+            r.config_maps
+                .iter()
+                .filter_map(|n| object_name(CONFIG_MAPS, ns, n)),
+        );
+        keep.extend(r.secrets.iter().filter_map(|n| object_name(SECRETS, ns, n)));
+    }
+    keep
 }
 
 /// Watches this node's pods until the task is dropped, keeping `store`
 /// current and sending the pod config a snapshot per change; `changed`
 /// hear of every change of the store (the status writer, the mirror pod
-/// manager).
+/// manager). With `offline`, the pods are kept on disk and started from
+/// there when the API does not answer at start.
 pub async fn run(
     client: Rc<Client>,
     node_name: String,
     store: SharedApiPods,
     snapshots: Sender<SourceUpdate>,
     changed: Vec<Sender<()>>,
+    offline: Option<Rc<OfflineStore>>,
 ) {
     let (tx, rx) = smol::channel::bounded(64);
     let r = Reflector::new(
@@ -190,6 +294,9 @@ pub async fn run(
         ListParams::fields(format!("spec.nodeName={node_name}")),
     );
     let _watch = crate::rt::spawn(r.run::<Pod>(tx));
+    let _local = offline
+        .clone()
+        .map(|o| crate::rt::spawn(start_from_local_copy(o, store.clone(), snapshots.clone())));
     while let Ok(first) = rx.recv().await {
         // Coalesce a burst (a relist, a rollout) into one snapshot.
         let mut events = vec![first];
@@ -213,7 +320,11 @@ pub async fn run(
                     }
                 }
             }
+            let touched = Touched::of(&ev);
             pods |= store.borrow_mut().apply(ev).0;
+            if let Some(o) = &offline {
+                persist(o, &store.borrow(), touched);
+            }
         }
         if pods {
             let snap = store.borrow().snapshot();

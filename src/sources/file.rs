@@ -186,6 +186,7 @@ impl FileSource {
                 let update = SourceUpdate {
                     source: FILE_SOURCE,
                     pods,
+                    provisional: false,
                 };
                 if self.tx.send(update).await.is_err() {
                     return;

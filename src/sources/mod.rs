@@ -52,6 +52,10 @@ const LOCAL_ANNOTATIONS: &[&str] = &[CONFIG_SOURCE, CONFIG_MIRROR, CONFIG_SEEN];
 pub struct SourceUpdate {
     pub source: &'static str,
     pub pods: Vec<Pod>,
+    /// The API source's local copy at start (offline autonomy): run, but
+    /// the source does not count as seen, so nothing is removed as
+    /// unwanted until the API itself answered.
+    pub provisional: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,7 +110,7 @@ impl PodConfig {
     /// learns the source is ready.
     pub fn merge(&mut self, update: SourceUpdate, now: Timestamp) -> Vec<PodUpdate> {
         let source = update.source;
-        let first = self.seen.insert(source);
+        let first = !update.provisional && self.seen.insert(source);
         let old = self.pods.remove(source).unwrap_or_default();
         let (new, diff) = diff_snapshot(source, &old, update.pods, now);
         self.pods.insert(source, new);
@@ -458,6 +462,7 @@ mod tests {
         SourceUpdate {
             source: FILE_SOURCE,
             pods,
+            provisional: false,
         }
     }
 
@@ -594,6 +599,36 @@ mod tests {
     }
 
     #[test]
+    fn a_provisional_snapshot_runs_pods_but_the_source_is_not_seen() {
+        let mut c = PodConfig::new();
+        let local = SourceUpdate {
+            source: API_SOURCE,
+            pods: vec![pod("a", "1", "x"), pod("b", "2", "x")],
+            provisional: true,
+        };
+        let u = c.merge(local, t(0));
+        assert_eq!(summary(&u), vec![(Op::Add, vec!["a".into(), "b".into()])]);
+        // Nothing may be removed as unwanted on the local copy's word.
+        assert!(!c.seen_all_sources(&[API_SOURCE]));
+        // The API's answer wins: b was deleted meanwhile, a changed, c is new.
+        let api = SourceUpdate {
+            source: API_SOURCE,
+            pods: vec![pod("a", "1", "y"), pod("c", "3", "x")],
+            provisional: false,
+        };
+        let u = c.merge(api, t(1));
+        assert_eq!(
+            summary(&u),
+            vec![
+                (Op::Remove, vec!["b".into()]),
+                (Op::Add, vec!["c".into()]),
+                (Op::Update, vec!["a".into()]),
+            ]
+        );
+        assert!(c.seen_all_sources(&[API_SOURCE]));
+    }
+
+    #[test]
     fn duplicates_within_a_source_keep_the_first() {
         let mut c = PodConfig::new();
         let u = c.merge(set(vec![pod("a", "1", "x"), pod("a", "2", "y")]), t(0));
@@ -609,6 +644,7 @@ mod tests {
             SourceUpdate {
                 source: HTTP_SOURCE,
                 pods: vec![],
+                provisional: false,
             },
             t(1),
         );

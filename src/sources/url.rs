@@ -136,6 +136,7 @@ impl UrlSource {
                     let update = SourceUpdate {
                         source: HTTP_SOURCE,
                         pods,
+                        provisional: false,
                     };
                     if self.tx.send(update).await.is_err() {
                         return;

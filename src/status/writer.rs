@@ -444,4 +444,70 @@ mod tests {
         let p = status_patch("u-1", None, &ours).unwrap();
         assert_eq!(p["status"]["phase"], "Running");
     }
+
+    /// While the API is unreachable (or has no copy of the pod yet, as
+    /// after an offline start), a pod's statuses are not queued: the
+    /// manager keeps one entry per pod holding the newest, the writer's
+    /// per-pod maps hold at most one entry per pod, and the newest status
+    /// is what goes out once the API answers.
+    #[test]
+    fn offline_keeps_only_the_latest_status_per_pod() {
+        use crate::status::StatusManager;
+        crate::rt::block_on(async {
+            let kc = crate::kube::Kubeconfig::parse(
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: https://127.0.0.1:1\n\
+                 users:\n- name: u\n  user:\n    token: t\ncontexts:\n- name: x\n  context:\n    cluster: c\n    user: u\n\
+                 current-context: x\n",
+                std::path::Path::new("/nonexistent/kubeconfig"),
+                std::path::Path::new("/nonexistent"),
+            )
+            .unwrap();
+            let client = Rc::new(Client::new(
+                crate::kube::transport::Transport::new(kc).unwrap(),
+                5.0,
+                10,
+            ));
+            let status = Rc::new(RefCell::new(StatusManager::new()));
+            let api = crate::sources::api::ApiPods::new();
+            let mut w = StatusWriter::new(client, status.clone(), api);
+            let (tx, rx) = smol::channel::bounded(1);
+            status.borrow_mut().subscribe(tx);
+            let pods: Vec<Rc<Pod>> = (0..3)
+                .map(|i| {
+                    Rc::new(
+                        serde_json::from_value(json!({
+                            "metadata": {"name": format!("p{i}"), "namespace": "default", "uid": format!("u{i}")},
+                            "spec": {"containers": [{"name": "c", "image": "i"}]}
+                        }))
+                        .unwrap(),
+                    )
+                })
+                .collect();
+            for p in &pods {
+                status.borrow_mut().set_pod(p.clone());
+            }
+            for n in 0..1000 {
+                for i in 0..3 {
+                    let changed = status
+                        .borrow_mut()
+                        .set_status(&format!("u{i}"), st("Running", &[], n));
+                    assert!(changed);
+                }
+                w.sync_once().await;
+            }
+            // One wake-up slot, whatever the number of changes.
+            assert!(rx.try_recv().is_ok());
+            assert!(rx.try_recv().is_err());
+            let versions = status.borrow().versions();
+            assert_eq!(versions.len(), 3);
+            for i in 0..3 {
+                let p = status.borrow().pending(&format!("u{i}")).unwrap();
+                let s = p.status.unwrap();
+                assert_eq!(s.container_statuses.unwrap()[0].restart_count, 999);
+            }
+            assert!(w.sent.is_empty(), "nothing was sent while offline");
+            assert!(w.retry_at.len() <= 3 && w.deleted.is_empty());
+            assert_eq!(w.patches.get(), 0);
+        });
+    }
 }

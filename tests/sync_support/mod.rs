@@ -545,6 +545,14 @@ picolet:
 
     /// Kills and removes everything this test number may have left.
     pub fn cleanup(&mut self) {
+        self.reboot();
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+
+    /// What a reboot does to the node: picolet, the shims and the
+    /// containers killed, mounts, network, cgroups and the run dirs gone;
+    /// the root dir (picolet's state on disk) stays.
+    pub fn reboot(&mut self) {
         self.kill9();
         for pid in self.shim_pids() {
             kill(pid, rustix::process::Signal::KILL);
@@ -593,7 +601,6 @@ picolet:
         if let Ok(cg) = Cgroups::detect() {
             let _ = cg.remove(&self.cgroup_root);
         }
-        let _ = std::fs::remove_dir_all(&self.root);
         let _ = std::fs::remove_dir_all(&self.run);
         let _ = std::fs::remove_dir_all(self.runc_root());
     }
