@@ -11,7 +11,8 @@
 # container logs (which picolet copies) are aside too. A timeline of write_bytes per minute goes
 # to stderr to show what writes when.
 # picolet runs from the x86_64 static release binary (PICOLET_BIN to override) on a temp root
-# with its own ports, bridge (plbenchw0, 10.87.0.0/24), runtime namespace and cgroup root.
+# with its own ports (10468-10470), bridge (plbenchw0, 10.87.0.0/24), runtime namespace and cgroup
+# root.
 . "$(dirname "$0")/lib.sh"
 need file curl skopeo containerd-shim-runc-v2 runc
 [ "$(id -u)" = 0 ] || die "must run as root (pods need namespaces, mounts and cgroups)"
@@ -65,14 +66,18 @@ pid=$!
 stop_picolet() {
   local i d
   rm -f "$p"/manifests/*.yaml
-  for i in $(seq 600); do
+  # 30 removals (CNI DEL, iptables) can take a while on a loaded machine.
+  for i in $(seq 1800); do
     kill -0 "$pid" 2>/dev/null || break
     [ "$(curl -sf "http://127.0.0.1:$RO/pods" | jq '.items | length' 2>/dev/null)" = 0 ] && break
     sleep 0.1
   done
   kill -TERM "$pid" 2>/dev/null || return 0
   for i in $(seq 1200); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  kill -KILL "$pid" 2>/dev/null || true
+  if kill -KILL "$pid" 2>/dev/null; then
+    note "picolet did not stop within 120 s of SIGTERM: killed; pods may be left. Its log's end:"
+    tail -n 30 "$p/log" >&2 || true
+  fi
   ip link del "$BR" 2>/dev/null || true
   for d in /sys/fs/cgroup/*"$CG" /sys/fs/cgroup"$CG"; do
     [ -d "$d" ] && find "$d" -depth -type d -exec rmdir {} + 2>/dev/null
