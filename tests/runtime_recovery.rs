@@ -364,3 +364,202 @@ fn restart_removes_half_made_and_orphaned_things_but_keeps_running_pods() {
         env.assert_nothing_left(&[sg, sk]);
     });
 }
+
+const CREATE_CHILD_ENV: &str = "PICOLET_RT_TEST_CREATE_CHILD";
+
+/// Pid file of the hook that holds `runc create` of container `b`.
+fn hook_pid_file(env: &RtEnv) -> std::path::PathBuf {
+    env.root.join("hook.pid")
+}
+
+/// The child's role: a pod whose container `a` runs, then container `b`
+/// whose `runc create` blocks in a createRuntime hook (runc runs those
+/// before it writes state.json); the parent kills the child meanwhile.
+fn child_interrupted_create() {
+    let mut env = RtEnv::attach(38);
+    env.owner = false;
+    rt::block_on(async {
+        let (rt, _events) = env.runtime().await;
+        let busybox = env.pull("busybox").await;
+        let pod = env.pod(
+            "halfmade",
+            json!({"spec": {"containers": [
+                {"name": "a", "image": "busybox", "command": ["sleep", "3600"]},
+                {"name": "b", "image": "busybox", "command": ["sleep", "3600"]}
+            ]}}),
+        );
+        let (sid, ids) = env.start_pod(&rt, &pod, &[("a", &busybox)]).await;
+        let sc = env.sandbox_config(&pod);
+        let ip = rt.pod_sandbox_status(&sid).await.unwrap().network.ip;
+        let cc = env.container_config(&pod, "b", &busybox, &[ip], 0);
+        let b = rt.create_container(&sid, &cc, &sc).await.unwrap();
+        let cfg = env.cfg.bundles_dir().join(&b).join("config.json");
+        std::fs::copy(&cfg, cfg.with_extension("orig")).unwrap();
+        let mut spec: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&cfg).unwrap()).unwrap();
+        let hook = format!(
+            "echo $$ > {}; exec sleep 120",
+            hook_pid_file(&env).display()
+        );
+        spec["hooks"] = json!({"createRuntime": [{"path": "/bin/sh", "args": ["sh", "-c", hook]}]});
+        std::fs::write(&cfg, spec.to_string()).unwrap();
+        println!("READY {sid} {} {b}", ids[0]);
+        use std::io::Write;
+        std::io::stdout().flush().unwrap();
+        let r = rt.start_container(&b).await;
+        eprintln!("start of b returned: {r:?}");
+        loop {
+            async_io::Timer::after(Duration::from_secs(3600)).await;
+        }
+    });
+}
+
+/// Processes running `runc ... create` under this test's runc root.
+fn runc_creates(env: &RtEnv) -> Vec<u32> {
+    all_pids()
+        .into_iter()
+        .filter(|p| {
+            std::fs::read(format!("/proc/{p}/cmdline")).is_ok_and(|c| {
+                let args: Vec<&[u8]> = c.split(|&b| b == 0).collect();
+                args.iter().any(|a| *a == b"create")
+                    && args.iter().any(|a| *a == env.runc_root().as_bytes())
+            })
+        })
+        .collect()
+}
+
+fn make_half_made(dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    picolet::runtime::shim::mkfifo(&dir.join("exec.fifo")).unwrap();
+}
+
+#[test]
+fn a_runc_create_interrupted_by_kill_9_leaves_nothing_after_recovery() {
+    if std::env::var_os(CREATE_CHILD_ENV).is_some() {
+        return child_interrupted_create();
+    }
+    let env = RtEnv::new(38);
+    let other_ns = Path::new("/run/containerd/runc/pltest-rt-38-other");
+    let _ = std::fs::remove_dir_all(other_ns);
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "a_runc_create_interrupted_by_kill_9_leaves_nothing_after_recovery",
+            "--exact",
+            "--nocapture",
+        ])
+        .env(CREATE_CHILD_ENV, "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start the child");
+    let mut ready = None;
+    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+        let line = line.unwrap();
+        if let Some(rest) = line.strip_prefix("READY ") {
+            ready = Some(rest.split(' ').map(str::to_string).collect::<Vec<_>>());
+            break;
+        }
+    }
+    let Some(ready) = ready else {
+        let st = child.wait().unwrap();
+        panic!("the child ended ({st}) before making its pod");
+    };
+    let (sid, a, b) = (&ready[0], &ready[1], &ready[2]);
+    let root = Path::new(&env.runc_root()).to_path_buf();
+    // runc create of b sits in its hook: exec.fifo made, no state.json yet.
+    let hook_pid = || {
+        std::fs::read_to_string(hook_pid_file(&env))
+            .ok()
+            .and_then(|s| s.trim().parse::<u32>().ok())
+    };
+    assert!(
+        wait_until(Duration::from_secs(30), || hook_pid().is_some()),
+        "the createRuntime hook never ran"
+    );
+    assert!(!runc_creates(&env).is_empty(), "runc create runs");
+    assert!(root.join(b).join("exec.fifo").exists());
+    assert!(!root.join(b).join("state.json").exists());
+    child.kill().unwrap(); // SIGKILL: picolet dies mid-create
+    child.wait().unwrap();
+    // Its connection closed, so the shim kills runc create half-way.
+    assert!(
+        wait_until(Duration::from_secs(10), || runc_creates(&env).is_empty()),
+        "runc create still runs"
+    );
+    if let Some(p) = hook_pid() {
+        kill(p, rustix::process::Signal::KILL);
+    }
+    assert!(root.join(b).join("exec.fifo").exists(), "the half-made dir");
+    assert!(!root.join(b).join("state.json").exists());
+    let listed = |env: &RtEnv| -> Vec<String> {
+        let out = Command::new("runc")
+            .args(["--root", &env.runc_root(), "list", "-q"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect()
+    };
+    assert!(!listed(&env).contains(b), "runc list does not show it");
+    // Also one of an id nobody knows, and one in another namespace.
+    make_half_made(&root.join("ghost"));
+    make_half_made(&other_ns.join("ghost"));
+    let a_pid = ckpt_pid(&env, a);
+    // b as it would have been without the hook.
+    let cfg = env.cfg.bundles_dir().join(b).join("config.json");
+    std::fs::rename(cfg.with_extension("orig"), &cfg).unwrap();
+
+    rt::block_on(async {
+        let (rt, _events) = env.runtime().await;
+        assert!(!root.join(b).exists(), "b's half-made runc dir is gone");
+        assert!(!root.join("ghost").exists());
+        assert!(
+            other_ns.join("ghost").join("exec.fifo").exists(),
+            "other namespaces are not touched"
+        );
+        // a runs on, untouched, its runc state whole.
+        assert!(alive(a_pid));
+        assert_eq!(ckpt_pid(&env, a), a_pid);
+        let s = rt.container_status(a).await.unwrap();
+        assert_eq!(s.state, ContainerState::Running);
+        assert!(root.join(a).join("state.json").exists());
+        assert!(root.join(sid).join("state.json").exists());
+        let l = listed(&env);
+        assert!(l.contains(a) && l.contains(sid), "{l:?}");
+        // b stayed created, and its id can be created again now.
+        assert_eq!(
+            rt.container_status(b).await.unwrap().state,
+            ContainerState::Created
+        );
+        rt.start_container(b).await.unwrap();
+        assert_eq!(
+            rt.container_status(b).await.unwrap().state,
+            ContainerState::Running
+        );
+
+        // Removal clears one too (a Create that timed out, picolet alive).
+        let pod = env.pod(
+            "halfmade",
+            json!({"spec": {"containers": [
+                {"name": "c", "image": "busybox", "command": ["sleep", "3600"]}
+            ]}}),
+        );
+        let busybox = env.pull("busybox").await;
+        let ip = rt.pod_sandbox_status(sid).await.unwrap().network.ip;
+        let cc = env.container_config(&pod, "c", &busybox, &[ip], 0);
+        let c = rt
+            .create_container(sid, &cc, &env.sandbox_config(&pod))
+            .await
+            .unwrap();
+        make_half_made(&root.join(&c));
+        rt.remove_container(&c).await.unwrap();
+        assert!(!root.join(&c).exists(), "removal clears it");
+        assert!(root.join(a).join("state.json").exists());
+
+        rt.remove_pod_sandbox(sid).await.unwrap();
+        env.assert_nothing_left(std::slice::from_ref(sid));
+    });
+    assert!(other_ns.join("ghost").exists());
+    std::fs::remove_dir_all(other_ns).unwrap();
+}

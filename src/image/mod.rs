@@ -30,6 +30,10 @@ use std::rc::Rc;
 use std::time::Duration;
 use store::{Record, Store};
 
+/// How stale an image's recorded last use may get before a use rewrites
+/// its record (what a restarted picolet orders GC by: an hour is plenty).
+pub const USE_GRANULARITY: Duration = Duration::from_secs(3600);
+
 /// The parts of an image's config the runtime needs (OCI image config
 /// `config` object; Docker images use the same names).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -193,6 +197,9 @@ pub struct ImageService {
     retry: registry::RetryPolicy,
     gc: GcPolicy,
     inflight: RefCell<HashMap<String, InFlight>>,
+    /// Last uses seen by this process (unix s), finer than the records
+    /// (written at most every [`USE_GRANULARITY`]); GC orders by the later.
+    uses: RefCell<HashMap<String, u64>>,
 }
 
 impl ImageService {
@@ -214,6 +221,7 @@ impl ImageService {
                 min_age: cfg.kubelet.image_minimum_gc_age,
             },
             inflight: RefCell::default(),
+            uses: RefCell::default(),
         })
     }
 
@@ -445,13 +453,23 @@ impl ImageService {
     }
 
     /// Records a use of the image (GC removes the least recently used first).
+    /// The exact time stays in memory for GC's order; the record is only
+    /// rewritten when its time is older than [`USE_GRANULARITY`] (flash
+    /// storage is spared a rewrite per in-use image every GC period).
     /// Advisory: skipped when another writer holds the records lock.
     fn touch(&self, id: &str) {
+        let now = store::now_unix();
+        self.uses.borrow_mut().insert(id.to_string(), now);
+        if let Ok(Some(r)) = self.store.record(id) {
+            if now.saturating_sub(r.last_used) < USE_GRANULARITY.as_secs() {
+                return;
+            }
+        }
         let Ok(Some(_lock)) = store::try_lock(&self.store.root.join("records.lock"), true) else {
             return;
         };
         if let Ok(Some(mut r)) = self.store.record(id) {
-            r.last_used = store::now_unix();
+            r.last_used = now;
             if let Err(e) = self.store.write_record(&r) {
                 log::warn!("image {id}: cannot record its use: {e:#}");
             }
@@ -500,12 +518,21 @@ impl ImageService {
         };
         let _l = self.store.lock_store(true).await?;
         let _r = self.store.lock_records().await?;
-        let recs = self.store.records()?;
+        let mut recs = self.store.records()?;
+        {
+            let uses = self.uses.borrow();
+            for r in &mut recs {
+                if let Some(t) = uses.get(&r.image.id) {
+                    r.last_used = r.last_used.max(*t);
+                }
+            }
+        }
         let order = policy::gc_candidates(&recs, in_use_image_ids, now, self.gc.min_age);
         let target = u.available_bytes + need;
         let mut report = GcReport::default();
         for id in order {
             self.store.remove_record(&id)?;
+            self.uses.borrow_mut().remove(&id);
             self.store.sweep()?;
             log::info!("image GC: removed {id}");
             report.removed.push(id);

@@ -14,6 +14,7 @@ pub mod logs;
 pub mod proto;
 mod recovery;
 pub mod rules;
+pub mod runc_state;
 pub mod service;
 pub mod shim;
 pub mod spec;

@@ -17,9 +17,13 @@
 //!    netns files and CNI attachments (CNI DEL from the cache), pod
 //!    cgroups of pods no sandbox belongs to (only when no process is left
 //!    in them), and pod file dirs (shm unmounted).
+//! 5. runc dirs of picolet's namespaces without `state.json` (a `runc
+//!    create` the shim killed when picolet died) whose id no live shim
+//!    knows: `runc delete --force`, else removed by hand.
 
 use super::service::{
-    cleanup_dead, kill_and_wait, shim_gone, unmount_all, Ctr, Ended, Inner, Sandbox,
+    cleanup_dead, clear_runc_state, kill_and_wait, shim_gone, unmount_all, Ctr, Ended, Inner,
+    Sandbox,
 };
 use super::shim::{Bundle, TaskStatus, GROUP_ANNOTATION};
 use super::state::{ContainerPhase, Loaded};
@@ -47,6 +51,7 @@ impl Inner {
         self.remove_half_made().await;
         self.recover_states().await;
         self.remove_orphans(&loaded.stray_sandbox_dirs).await;
+        self.clear_half_made_runc().await;
         let (s, c) = (
             self.sandboxes.borrow().len(),
             self.containers.borrow().len(),
@@ -91,14 +96,7 @@ impl Inner {
             Ok(d) => *c.drain.borrow_mut() = Some(d),
             Err(e) => log::warn!("container {}: {e:#}", c.id()),
         }
-        let sid = c.cp.borrow().sandbox_id.clone();
-        let shims = self
-            .sandboxes
-            .borrow()
-            .get(&sid)
-            .map(|s| s.shims.clone())
-            .unwrap_or_else(|| self.shims.clone());
-        match shims.reconnect(&bundle) {
+        match self.container_shims(c).reconnect(&bundle) {
             Ok(s) => *c.shim.borrow_mut() = s,
             Err(e) => log::warn!("container {}: {e:#}", c.id()),
         }
@@ -370,6 +368,47 @@ impl Inner {
             if let Err(e) = res {
                 log::error!("{e:#}");
             }
+        }
+    }
+
+    /// runc dirs without `state.json` (a `runc create` the shim killed when
+    /// picolet died) in the namespaces of picolet's shims, unless a live
+    /// shim knows the id. Other namespaces are never looked at.
+    async fn clear_half_made_runc(&self) {
+        let mut all = vec![self.shims.clone()];
+        all.extend(self.other_shims.borrow().iter().cloned());
+        for shims in all {
+            let Some(root) = super::runc_state::root_for(&shims.config().namespace) else {
+                continue;
+            };
+            for id in super::runc_state::half_made_ids(&root) {
+                if self.shim_knows(&id).await {
+                    log::warn!(
+                        "runc state {id} has no state.json but its shim knows it: left alone"
+                    );
+                    continue;
+                }
+                clear_runc_state(&shims, &id).await;
+            }
+        }
+    }
+
+    /// Whether a known container's or sandbox's shim answers for `id`.
+    async fn shim_knows(&self, id: &str) -> bool {
+        let shim = {
+            let c = self.containers.borrow().get(id).cloned();
+            match c {
+                Some(c) => c.shim.borrow().clone(),
+                None => self
+                    .sandboxes
+                    .borrow()
+                    .get(id)
+                    .and_then(|s| s.shim.borrow().clone()),
+            }
+        };
+        match shim {
+            Some(shim) => shim.state(id, None).await.is_ok(),
+            None => false,
         }
     }
 

@@ -85,7 +85,7 @@ pub(super) struct Inner {
     pub(super) log_policy: LogPolicy,
     pub(super) netns_dir: PathBuf,
     pub(super) shims: Rc<Shims>,
-    other_shims: RefCell<Vec<Rc<Shims>>>,
+    pub(super) other_shims: RefCell<Vec<Rc<Shims>>>,
     pub(super) net: PodNetworks,
     pub(super) cgroups: Cgroups,
     host: HostInfo,
@@ -419,6 +419,16 @@ impl Inner {
         }
     }
 
+    /// The shims of a container's sandbox (their namespace names its runc root).
+    pub(super) fn container_shims(&self, c: &Ctr) -> Rc<Shims> {
+        let sid = c.cp.borrow().sandbox_id.clone();
+        self.sandboxes
+            .borrow()
+            .get(&sid)
+            .map(|s| s.shims.clone())
+            .unwrap_or_else(|| self.shims.clone())
+    }
+
     fn sandbox(&self, id: &str) -> Result<Rc<Sandbox>, RuntimeError> {
         self.sandboxes
             .borrow()
@@ -623,6 +633,7 @@ impl Inner {
     pub(super) async fn remove_sandbox_locked(&self, sb: &Sandbox) -> Result<(), RuntimeError> {
         let id = sb.id();
         *sb.drain.borrow_mut() = None;
+        clear_runc_state(&sb.shims, &id).await;
         sb.bundle().remove().map_err(other)?;
         let (parent, uid, log_dir) = {
             let cp = sb.cp.borrow();
@@ -737,6 +748,8 @@ impl Inner {
                 Err(e) => log::warn!("state of task {id}: {e}"),
             }
         }
+        // A create killed mid-way (timeout, picolet killed) leaves runc's dir.
+        clear_runc_state(&self.container_shims(c), &id).await;
         let copy = c.copy.borrow_mut().take();
         if let Some(copy) = copy {
             copy.finish().await;
@@ -890,6 +903,8 @@ impl Inner {
                 Err(e) => log::warn!("state of task {id} after a failed start: {e}"),
             }
         }
+        // A `Create` that timed out had its runc create killed half-way.
+        clear_runc_state(&self.container_shims(c), &id).await;
         let copy = c.copy.borrow_mut().take();
         if let Some(copy) = copy {
             copy.finish().await;
@@ -1196,6 +1211,17 @@ fn container_state(p: ContainerPhase) -> ContainerState {
         ContainerPhase::Created => ContainerState::Created,
         ContainerPhase::Running => ContainerState::Running,
         ContainerPhase::Exited => ContainerState::Exited,
+    }
+}
+
+/// Clears a half-made runc dir of `id` under `shims`' namespace (see
+/// [`runc_state`](super::runc_state)); a dir with `state.json` is left alone.
+pub(super) async fn clear_runc_state(shims: &Shims, id: &str) {
+    let Some(root) = super::runc_state::root_for(&shims.config().namespace) else {
+        return;
+    };
+    if let Err(e) = super::runc_state::clear(&root, id).await {
+        log::warn!("half-made runc state of {id}: {e:#}");
     }
 }
 

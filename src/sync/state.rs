@@ -28,6 +28,9 @@ pub struct BackoffState {
     path: PathBuf,
     dirty: smol::channel::Sender<()>,
     dirty_rx: smol::channel::Receiver<()>,
+    /// What the file holds (as last written or read): equal content is not
+    /// written again (flash wear).
+    on_disk: RefCell<Option<Vec<u8>>>,
 }
 
 impl BackoffState {
@@ -50,6 +53,7 @@ impl BackoffState {
             path,
             dirty,
             dirty_rx,
+            on_disk: RefCell::new(None),
         })
     }
 
@@ -95,10 +99,16 @@ impl BackoffState {
     /// Saves now.
     pub async fn save(&self) -> Result<()> {
         let data = self.encode()?;
+        if self.on_disk.borrow().as_deref() == Some(&data[..]) {
+            return Ok(());
+        }
         let path = self.path.clone();
+        let written = data.clone();
         smol::unblock(move || crate::util::fs::write_atomic(&path, &data))
             .await
-            .with_context(|| format!("write {}", self.path.display()))
+            .with_context(|| format!("write {}", self.path.display()))?;
+        *self.on_disk.borrow_mut() = Some(written);
+        Ok(())
     }
 }
 
@@ -130,10 +140,20 @@ mod tests {
             s.containers.borrow_mut().next("k", t, t);
             s.images.borrow_mut().next("img", t, t);
             s.save().await.unwrap();
+            // Unchanged: not written again (a rewrite renames a new inode in).
+            use std::os::unix::fs::MetadataExt;
+            let ino = || std::fs::metadata(dir.join(BACKOFF_FILE)).unwrap().ino();
+            let first = ino();
+            s.save().await.unwrap();
+            assert_eq!(ino(), first);
+            s.images.borrow_mut().next("img", t, t);
+            s.images.borrow_mut().next("img", t, t);
+            s.save().await.unwrap();
+            assert_ne!(ino(), first);
         });
         let s = BackoffState::load(&dir, params);
         assert_eq!(s.containers.borrow().get("k"), Duration::from_secs(20));
-        assert_eq!(s.images.borrow().get("img"), Duration::from_secs(10));
+        assert_eq!(s.images.borrow().get("img"), Duration::from_secs(40));
         // A corrupt file is no reason not to start.
         std::fs::write(dir.join(BACKOFF_FILE), b"{nope").unwrap();
         let s = BackoffState::load(&dir, params);

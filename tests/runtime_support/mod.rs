@@ -447,6 +447,9 @@ impl RtEnv {
         assert!(shims.is_empty(), "shim processes left: {shims:?}");
         let runc = self.runc_list();
         assert!(runc.is_empty(), "runc containers left: {runc:?}");
+        // runc list misses dirs without state.json (an interrupted create).
+        let dirs = Self::entries(Path::new(&self.runc_root()));
+        assert!(dirs.is_empty(), "runc state dirs left: {dirs:?}");
     }
 
     /// Kills and removes everything this test number may have left.

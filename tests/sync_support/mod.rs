@@ -100,6 +100,10 @@ pub struct Node {
     pub cfg: Config,
     /// `--kubeconfig` and other flags of `picolet run`.
     pub run_args: Vec<String>,
+    /// picolet's output reaches the log file through a pipe (copied by
+    /// the test), as under journald: its own disk writes then leave the
+    /// log out.
+    pub log_through_pipe: bool,
     child: Option<Child>,
 }
 
@@ -141,6 +145,7 @@ impl Node {
             root,
             run,
             run_args: Vec::new(),
+            log_through_pipe: false,
             child: None,
         };
         node.write_config(&opts);
@@ -311,7 +316,15 @@ picolet:
             .append(true)
             .open(&self.log_path)
             .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_picolet"))
+        let (out, err): (Stdio, Stdio) = if self.log_through_pipe {
+            (Stdio::piped(), Stdio::piped())
+        } else {
+            (
+                log.try_clone().unwrap().into(),
+                log.try_clone().unwrap().into(),
+            )
+        };
+        let mut child = Command::new(env!("CARGO_BIN_EXE_picolet"))
             .args(["run", "--v", "4", "--config"])
             .arg(&self.config_path)
             .arg("--root-dir")
@@ -319,10 +332,19 @@ picolet:
             .args(["--hostname-override", &self.node_name])
             .args(&self.run_args)
             .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
+            .stdout(out)
+            .stderr(err)
             .spawn()
             .expect("start picolet");
+        // The copiers end at picolet's exit (EOF).
+        if let Some(mut o) = child.stdout.take() {
+            let mut l = log.try_clone().unwrap();
+            std::thread::spawn(move || std::io::copy(&mut o, &mut l));
+        }
+        if let Some(mut e) = child.stderr.take() {
+            let mut l = log.try_clone().unwrap();
+            std::thread::spawn(move || std::io::copy(&mut e, &mut l));
+        }
         self.child = Some(child);
         let mut exited = None;
         let ok = wait_until(Duration::from_secs(60), || {
