@@ -15,6 +15,9 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+/// Protobuf when the server has it (every built-in type), else JSON.
+const PROTOBUF_FIRST: &str = "application/vnd.kubernetes.protobuf, application/json";
+
 /// Largest non-watch response body accepted (a list of 110 pods with
 /// their status is well under this).
 pub const MAX_BODY: usize = 64 << 20;
@@ -231,6 +234,18 @@ impl Client {
         content_type: Option<&'static str>,
         body: Vec<u8>,
     ) -> Result<Vec<u8>> {
+        self.call_accepting(method, path, content_type, None, body)
+            .await
+    }
+
+    async fn call_accepting(
+        &self,
+        method: &'static str,
+        path: String,
+        content_type: Option<&'static str>,
+        accept: Option<&'static str>,
+        body: Vec<u8>,
+    ) -> Result<Vec<u8>> {
         let what = format!("{method} {path}");
         let timeout = self.timeout;
         let fut = async {
@@ -240,6 +255,7 @@ impl Client {
                         method,
                         path,
                         content_type,
+                        accept,
                         body,
                     },
                     timeout,
@@ -318,6 +334,29 @@ impl Client {
             .call("PATCH", path, Some(patch.content_type()), body)
             .await?;
         decode(K::KIND, &b)
+    }
+
+    /// PATCH for a caller that needs no answer but success (a Lease
+    /// renewal, hundreds an hour): the answer comes as protobuf, about half
+    /// the bytes of its JSON on a metered uplink, and is not decoded.
+    pub async fn patch_unread<K: Resource>(
+        &self,
+        ns: Option<&str>,
+        name: &str,
+        patch: &Patch,
+    ) -> Result<()> {
+        let body = serde_json::to_vec(patch.value())
+            .map_err(|e| Error::Invalid(format!("encode patch: {e}")))?;
+        let path = resource_path::<K>(ns, Some(name));
+        self.call_accepting(
+            "PATCH",
+            path,
+            Some(patch.content_type()),
+            Some(PROTOBUF_FIRST),
+            body,
+        )
+        .await?;
+        Ok(())
     }
 
     pub async fn delete<K: Resource>(
@@ -406,6 +445,7 @@ impl Client {
                     method: "GET",
                     path,
                     content_type: None,
+                    accept: None,
                     body: Vec::new(),
                 },
                 wait,

@@ -107,6 +107,19 @@ pub fn from_response(code: u16, body: &[u8], retry_after: Option<&str>) -> Error
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(Duration::from_secs),
     };
+    if let Some(pb) = protobuf::status(body) {
+        if let Some(c) = pb.code.filter(|c| (100..600).contains(c)) {
+            st.code = c as u16;
+        }
+        if !pb.reason.is_empty() {
+            st.reason = pb.reason;
+        }
+        st.message = pb.message;
+        if st.retry_after.is_none() {
+            st.retry_after = pb.retry_after.filter(|s| *s > 0).map(Duration::from_secs);
+        }
+        return Error::Api(st);
+    }
     match serde_json::from_slice::<serde_json::Value>(body) {
         Ok(v) if v.get("kind").and_then(|k| k.as_str()) == Some("Status") => {
             if let Some(c) = v.get("code").and_then(|c| c.as_u64()) {
@@ -221,5 +234,143 @@ mod tests {
         let e = from_response(401, &[0xff; 500], None);
         assert!(e.is_unauthorized());
         assert!(e.to_string().len() < 700);
+    }
+}
+
+/// A `Status` in the API's protobuf encoding (the answer to a request that
+/// accepted protobuf): just enough of the wire format to read it.
+mod protobuf {
+    #[derive(Debug, Default, PartialEq)]
+    pub struct Status {
+        pub code: Option<u64>,
+        pub reason: String,
+        pub message: String,
+        pub retry_after: Option<u64>,
+    }
+
+    /// The envelope: magic `k8s\0`, then `runtime.Unknown` whose field 1
+    /// is the type (`kind` is its field 2) and field 2 the object.
+    pub fn status(body: &[u8]) -> Option<Status> {
+        let unknown = body.strip_prefix(b"k8s\0")?;
+        let mut kind = None;
+        let mut raw = None;
+        for (n, v) in fields(unknown)? {
+            match (n, v) {
+                (1, Value::Bytes(t)) => {
+                    for (n, v) in fields(t)? {
+                        if let (2, Value::Bytes(k)) = (n, v) {
+                            kind = Some(k);
+                        }
+                    }
+                }
+                (2, Value::Bytes(r)) => raw = Some(r),
+                _ => {}
+            }
+        }
+        if kind != Some(b"Status".as_slice()) {
+            return None;
+        }
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        let mut st = Status::default();
+        for (n, v) in fields(raw?)? {
+            match (n, v) {
+                (3, Value::Bytes(m)) => st.message = text(m),
+                (4, Value::Bytes(r)) => st.reason = text(r),
+                (6, Value::Varint(c)) => st.code = Some(c),
+                (5, Value::Bytes(d)) => {
+                    for (n, v) in fields(d)? {
+                        if let (5, Value::Varint(s)) = (n, v) {
+                            st.retry_after = Some(s);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        Some(st)
+    }
+
+    enum Value<'a> {
+        Varint(u64),
+        Bytes(&'a [u8]),
+        Fixed,
+    }
+
+    /// The fields of one message; `None` when it is not well formed.
+    fn fields(mut b: &[u8]) -> Option<Vec<(u64, Value<'_>)>> {
+        let mut out = Vec::new();
+        while !b.is_empty() {
+            let key = varint(&mut b)?;
+            let v = match key & 7 {
+                0 => Value::Varint(varint(&mut b)?),
+                1 | 5 => {
+                    let n = if key & 7 == 1 { 8 } else { 4 };
+                    b = b.get(n..)?;
+                    Value::Fixed
+                }
+                2 => {
+                    let n = usize::try_from(varint(&mut b)?).ok()?;
+                    let v = b.get(..n)?;
+                    b = &b[n..];
+                    Value::Bytes(v)
+                }
+                _ => return None,
+            };
+            out.push((key >> 3, v));
+        }
+        Some(out)
+    }
+
+    fn varint(b: &mut &[u8]) -> Option<u64> {
+        let mut v = 0u64;
+        for i in 0..10 {
+            let (&x, rest) = b.split_first()?;
+            *b = rest;
+            v |= u64::from(x & 0x7f) << (7 * i);
+            if x & 0x80 == 0 {
+                return Some(v);
+            }
+        }
+        None
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        fn ld(field: u8, b: &[u8]) -> Vec<u8> {
+            let mut v = vec![field << 3 | 2, b.len() as u8];
+            v.extend_from_slice(b);
+            v
+        }
+
+        #[test]
+        fn reads_a_status_and_refuses_other_bytes() {
+            let type_meta = [ld(1, b"v1"), ld(2, b"Status")].concat();
+            let details = vec![5 << 3, 7];
+            let st = [
+                ld(2, b"Failure"),
+                ld(3, b"leases \"n1\" not found"),
+                ld(4, b"NotFound"),
+                ld(5, &details),
+                vec![6 << 3, 0x94, 0x03],
+            ]
+            .concat();
+            let body = [b"k8s\0".to_vec(), ld(1, &type_meta), ld(2, &st)].concat();
+            assert_eq!(
+                status(&body),
+                Some(Status {
+                    code: Some(404),
+                    reason: "NotFound".into(),
+                    message: "leases \"n1\" not found".into(),
+                    retry_after: Some(7),
+                })
+            );
+            // Another kind, a torn body, JSON: not a protobuf Status.
+            let lease = [b"k8s\0".to_vec(), ld(1, &ld(2, b"Lease")), ld(2, b"")].concat();
+            assert_eq!(status(&lease), None);
+            assert_eq!(status(&body[..body.len() - 2]), None);
+            assert_eq!(status(br#"{"kind":"Status"}"#), None);
+        }
     }
 }

@@ -29,6 +29,8 @@ pub struct Request {
     /// Path and query, e.g. `/api/v1/nodes/n1`.
     pub path: String,
     pub content_type: Option<&'static str>,
+    /// The `Accept` header; `None`: JSON.
+    pub accept: Option<&'static str>,
     pub body: Vec<u8>,
 }
 
@@ -386,7 +388,8 @@ impl Transport {
         auth: Option<String>,
         timeout: Duration,
     ) -> Result<Response, h2::Error> {
-        let mut headers = vec![("accept".to_string(), "application/json".to_string())];
+        let accept = req.accept.unwrap_or("application/json");
+        let mut headers = vec![("accept".to_string(), accept.to_string())];
         if let Some(ct) = req.content_type {
             headers.push(("content-type".into(), ct.into()));
         }
@@ -441,7 +444,8 @@ impl Transport {
         };
         let mut url = self.url.clone();
         url.path_and_query = join_path(&self.url.path_and_query, &req.path);
-        let mut r = http::Request::new(req.method, url).header("Accept", "application/json");
+        let mut r = http::Request::new(req.method, url)
+            .header("Accept", req.accept.unwrap_or("application/json"));
         if let Some(ct) = req.content_type {
             r = r.header("Content-Type", ct);
         }

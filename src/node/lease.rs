@@ -3,8 +3,9 @@
 //! The control plane marks the node unreachable when it stops being
 //! renewed, so a stopped picolet shows as NotReady after the duration.
 //!
-//! Renewal is a JSON merge patch of the spec (the API returns the whole
-//! Lease either way, but the request stays small); a Lease that is gone
+//! Renewal is a JSON merge patch of the spec (a small request), its answer
+//! taken as protobuf and not read (half the bytes of the JSON Lease, 360
+//! times an hour); a Lease that is gone
 //! (deleted, or collected with a deleted Node) is created again with the
 //! Node as owner.
 
@@ -15,7 +16,7 @@ use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use serde_json::{json, Value};
 use std::cell::RefCell;
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub const NAMESPACE: &str = "kube-node-lease";
 
@@ -78,11 +79,30 @@ pub fn owned_by(lease: &Lease, uid: &str) -> bool {
 /// Renews the Lease until the task is dropped. `node_uid` is the Node's
 /// UID once it is registered (the node manager updates it when the Node is
 /// created again).
+/// Whether a renewal may be left out: the node's status was written
+/// since the last one (its Ready heartbeat is a heartbeat to the node
+/// lifecycle controller as much as the Lease), the last renewal worked,
+/// and the one before was not left out, so the Lease is never older than
+/// two intervals (half its duration). Saves the request the status write
+/// makes redundant.
+pub fn may_skip(
+    status_written: Option<Instant>,
+    last_renewal: Option<Instant>,
+    skipped_last: bool,
+    failing: bool,
+) -> bool {
+    match (status_written, last_renewal) {
+        (Some(s), Some(r)) => !skipped_last && !failing && s > r,
+        _ => false,
+    }
+}
+
 pub async fn run(
     client: Rc<Client>,
     node: String,
     duration_seconds: u32,
     node_uid: Rc<RefCell<Option<String>>>,
+    status_written: Rc<std::cell::Cell<Option<Instant>>>,
 ) {
     let duration = duration_seconds.min(i32::MAX as u32) as i32;
     let interval = renew_interval(duration_seconds);
@@ -91,9 +111,17 @@ pub async fn run(
     // The UID the Lease is known to be owned by.
     let mut owned: Option<String> = None;
     let mut failing = false;
+    let mut last_renewal: Option<Instant> = None;
+    let mut skipped_last = false;
     loop {
         let uid = node_uid.borrow().clone();
         let needs_owner = uid.is_some() && uid != owned;
+        if !needs_owner && may_skip(status_written.get(), last_renewal, skipped_last, failing) {
+            skipped_last = true;
+            async_io::Timer::after(interval).await;
+            continue;
+        }
+        skipped_last = false;
         let now = MicroTime(jiff::Timestamp::now());
         let patch = renew_patch(
             &node,
@@ -101,19 +129,31 @@ pub async fn run(
             &now,
             uid.as_deref().filter(|_| needs_owner),
         );
-        let mut res = client
-            .patch::<Lease>(Some(NAMESPACE), &node, None, &Patch::Merge(patch))
-            .await;
+        let mut res = if needs_owner {
+            client
+                .patch::<Lease>(Some(NAMESPACE), &node, None, &Patch::Merge(patch))
+                .await
+                .map(Some)
+        } else {
+            // A plain renewal: only success matters, the Lease is not read.
+            client
+                .patch_unread::<Lease>(Some(NAMESPACE), &node, &Patch::Merge(patch))
+                .await
+                .map(|()| None)
+        };
         if matches!(&res, Err(e) if e.is_not_found()) {
             let l = lease_object(&node, duration, now, uid.as_deref());
-            res = client.create(Some(NAMESPACE), &l).await;
+            res = client.create(Some(NAMESPACE), &l).await.map(Some);
             if res.is_ok() {
                 log::info!("created the node lease {NAMESPACE}/{node}");
             }
         }
         let wait = match res {
             Ok(lease) => {
-                owned = uid.filter(|u| owned_by(&lease, u));
+                if let Some(lease) = lease {
+                    owned = uid.filter(|u| owned_by(&lease, u));
+                }
+                last_renewal = Some(Instant::now());
                 if failing {
                     log::info!("node lease {NAMESPACE}/{node} renewed again");
                     failing = false;
@@ -147,6 +187,20 @@ mod tests {
     #[test]
     fn lease_shapes() {
         assert_eq!(renew_interval(40), Duration::from_secs(10));
+    }
+
+    #[test]
+    fn a_renewal_is_left_out_only_after_a_status_write_and_never_twice() {
+        let t0 = Instant::now();
+        let t1 = t0 + Duration::from_secs(3);
+        // The status was written after the last renewal: skip once.
+        assert!(may_skip(Some(t1), Some(t0), false, false));
+        assert!(!may_skip(Some(t1), Some(t0), true, false));
+        // Not when the status is older, never written, or renewals fail.
+        assert!(!may_skip(Some(t0), Some(t1), false, false));
+        assert!(!may_skip(None, Some(t0), false, false));
+        assert!(!may_skip(Some(t1), None, false, false));
+        assert!(!may_skip(Some(t1), Some(t0), false, true));
         let now = MicroTime("2026-12-06T10:00:00.123456Z".parse().unwrap());
         let l = lease_object("n1", 40, now.clone(), Some("u-1"));
         let v = serde_json::to_value(&l).unwrap();

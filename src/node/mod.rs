@@ -72,6 +72,8 @@ pub struct NodeManager {
     unregistered: Cell<bool>,
     wake_tx: smol::channel::Sender<()>,
     wake_rx: smol::channel::Receiver<()>,
+    /// When a status PATCH last succeeded (the Lease may skip a renewal).
+    status_written: Rc<Cell<Option<Instant>>>,
     /// The transport's outage count when the Node was last read: after an
     /// outage the cached copy may be stale (the node controller marks an
     /// unreachable node Unknown), so it is read again.
@@ -117,6 +119,7 @@ impl NodeManager {
             unregistered: Cell::new(true),
             wake_tx,
             wake_rx,
+            status_written: Rc::new(Cell::new(None)),
             outages_seen: Cell::new(0),
         })
     }
@@ -337,6 +340,7 @@ impl NodeManager {
         {
             Ok(n) => {
                 *last_report = Some(Instant::now());
+                self.status_written.set(Some(Instant::now()));
                 self.set_server(n);
                 if *failing {
                     log::info!("node {} status updated again", self.name());
@@ -389,6 +393,7 @@ impl NodeManager {
             self.name().to_string(),
             self.cfg.lease_duration_seconds,
             self.uid.clone(),
+            self.status_written.clone(),
         ));
         let _watch = crate::rt::spawn(self.clone().watch_node());
         let mut last_report = Some(Instant::now());
