@@ -215,10 +215,13 @@ fn registers_reports_status_and_renews_its_lease() {
         std::thread::sleep(Duration::from_millis(500));
     }
     assert!(renewals.len() >= 3, "lease renewals seen: {renewals:?}");
-    for w in renewals.windows(2) {
+    for (i, w) in renewals.windows(2).enumerate() {
         let gap = w[1].duration_since(w[0]).as_secs_f64();
+        // One renewal may be left out after a status write (the Ready
+        // heartbeat counts): only the start-up writes precede this window.
+        let max = if i == 0 { 23.0 } else { 13.0 };
         assert!(
-            (8.0..=13.0).contains(&gap),
+            (8.0..=max).contains(&gap),
             "renewal gap {gap}s: {renewals:?}"
         );
     }
