@@ -294,6 +294,9 @@ readOnlyPort: 0
 cgroupRoot: /$PL_CGROUP
 podLogsDir: $p/logs
 maxPods: 110
+# as a real cluster: without it both warn MissingClusterDNS on every pod sync (events, PATCHes)
+clusterDNS: [10.96.0.10]
+clusterDomain: cluster.local
 # as node.sh: thresholds that do not fire on the shared, nearly full disk
 evictionHard: {memory.available: 100Mi, nodefs.available: 1%, imagefs.available: 1%, nodefs.inodesFree: 1%}
 imageGCHighThresholdPercent: 100
@@ -379,6 +382,9 @@ makeIPTablesUtilChains: false
 containerRuntimeEndpoint: unix://$c/containerd.sock
 podLogsDir: $kd/logs
 maxPods: 110
+# as a real cluster: without it both warn MissingClusterDNS on every pod sync (events, PATCHes)
+clusterDNS: [10.96.0.10]
+clusterDomain: cluster.local
 evictionHard: {memory.available: 100Mi, nodefs.available: 1%, imagefs.available: 1%, nodefs.inodesFree: 1%}
 imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
@@ -454,44 +460,39 @@ kl_target="$(bench_target_of "$KUBELET")"
 kl_target="${kl_target%%-*}-linux-go-static"
 ctd_target="$(bench_target_of "$(command -v containerd)")"
 
-# ---- warm-up: one pod per node pulls the image ----
-note "warm-up: one pod per node pulls $IMAGE"
-for n in "$PL" "$KL"; do create_pod "warm-$n" "$n" warm >/dev/null; done
-wait_running warm- 2 120
-delete_group warm 60
-
-# ---- 1. create -> Running, one pod at a time, alternating the nodes ----
-note "create -> Running: $N pods per node, one at a time"
-declare -A lat
-lat[$PL]="" lat[$KL]=""
-lat_load="$(cut -d' ' -f1 /proc/loadavg)"
-for ((i = 1; i <= N; i++)); do
+# traffic LABEL W0 W1: each node's requests (audit log, each auditID once, received in [W0, W1))
+# into F[LABEL.req_NODE] and F[LABEL.calls_NODE], and bytes each way (proxy trace) into
+# F[LABEL.up_NODE] and F[LABEL.down_NODE].
+traffic() {
+  local label="$1" w0="$2" w1="$3" win x
+  win="$(awk -v a="$w0" -v b="$w1" 'BEGIN { printf "%.3f", b - a }')"
+  sleep 2
+  [ -s "$t/audit.log" ] || die "no audit log at $t/audit.log"
+  jq -c --argjson t0 "$w0" '
+    def ts: capture("^(?<s>[^.Z]+)(?<f>[.][0-9]+)?Z$")
+            | (.s + "Z" | fromdateiso8601) + ("0" + (.f // ".0") | tonumber);
+    select(.stage != "RequestReceived")
+    | {id: .auditID, node: (.user.username | sub("^system:node:"; "")),
+       t: ((.requestReceivedTimestamp | ts) - $t0),
+       call: ([.verb,
+               ((.objectRef.resource // .requestURI)
+                + (if .objectRef.subresource then "/" + .objectRef.subresource else "" end)),
+               (if (.responseStatus.code // 200) >= 300 then "(\(.responseStatus.code))" else empty end)]
+              | join(" "))}' "$t/audit.log" \
+    | jq -s --argjson w "$win" 'unique_by(.id) | map(select(.t >= 0 and .t < $w)) | sort_by(.t) | map(del(.id))' \
+    > "$t/requests-$label.json" || die "cannot read the audit log"
+  local n
   for n in "$PL" "$KL"; do
-    name="lat-$n-$i"
-    t0="$(create_pod "$name" "$n" lat)"
-    end=$(($(now_us) + 60000000))
-    while ! r="$(running_at "$name")" || [ -z "$r" ]; do
-      nodes_alive
-      if (($(now_us) > end)); then
-        k -n "$NS" get pod "$name" -o jsonpath='{.status}' >&2 || true; echo >&2
-        die "pod $name not Running 60 s after its creation"
-      fi
-      sleep 0.005
+    F[$label.req_$n]="$(jq --arg n "$n" 'map(select(.node == $n)) | length' "$t/requests-$label.json")"
+    F[$label.calls_$n]="$(jq -c --arg n "$n" 'map(select(.node == $n)) | group_by(.call)
+      | map({key: .[0].call, value: length}) | from_entries' "$t/requests-$label.json")"
+    for x in up down; do
+      F[$label.${x}_$n]="$(awk -v a="$w0" -v b="$w1" -v n="$n" -v d="$x" \
+        '$2 == n && $3 == d && $1 >= a && $1 < b { s += $4 } END { printf "%d", s }' "$t/proxy.trace")"
     done
-    lat[$n]+="$(awk -v a="$t0" -v b="$r" 'BEGIN { printf "%.0f", (b - a) * 1000 }')"$'\n'
   done
-done
-declare -A p50 p99
-for n in "$PL" "$KL"; do
-  p50[$n]="$(percentile 50 <<<"${lat[$n]%$'\n'}")" p99[$n]="$(percentile 99 <<<"${lat[$n]%$'\n'}")"
-done
-lat_pass=false; [ "${p99[$PL]}" -le "$LAT_BUDGET_MS" ] && lat_pass=true
-emit api_pod_create_to_running_p50 "${p50[$PL]}" ms picolet "$pl_target" "{\"pods\":$N,\"loadavg\":$lat_load}"
-emit api_pod_create_to_running_p99 "${p99[$PL]}" ms picolet "$pl_target" \
-  "{\"pods\":$N,\"loadavg\":$lat_load,\"budget\":$LAT_BUDGET_MS,\"pass\":$lat_pass}"
-emit api_pod_create_to_running_p50 "${p50[$KL]}" ms "$kl_tool + $ctd_tool" "$kl_target" "{\"pods\":$N,\"loadavg\":$lat_load}"
-emit api_pod_create_to_running_p99 "${p99[$KL]}" ms "$kl_tool + $ctd_tool" "$kl_target" "{\"pods\":$N,\"loadavg\":$lat_load}"
-note "create -> Running p50/p99: picolet ${p50[$PL]}/${p99[$PL]} ms, kubelet ${p50[$KL]}/${p99[$KL]} ms"
+  jq -c --arg l "$label" '{window: $l, requests: .}' "$t/requests-$label.json" >> "$t/requests.json"
+}
 
 # ---- window W0 W1: requests and bytes of each node, RSS/CPU ----
 # idle_window LABEL: settles, then samples for IDLE s; sets the figures in globals of LABEL.
@@ -526,36 +527,61 @@ idle_window() {
     read -r a b r <<<"$x"
     F[$label.cpu_$a]="$(awk -v a="$r" -v b="$(cpu_seconds "$b")" -v w="$win" 'BEGIN { printf "%.2f", (b - a) * 100 / w }')"
   done
-  # requests (audit log, each auditID once, received inside the window) and bytes (proxy trace)
-  sleep 2
-  [ -s "$t/audit.log" ] || die "no audit log at $t/audit.log"
-  jq -c --argjson t0 "$w0" '
-    def ts: capture("^(?<s>[^.Z]+)(?<f>[.][0-9]+)?Z$")
-            | (.s + "Z" | fromdateiso8601) + ("0" + (.f // ".0") | tonumber);
-    select(.stage != "RequestReceived")
-    | {id: .auditID, node: (.user.username | sub("^system:node:"; "")),
-       t: ((.requestReceivedTimestamp | ts) - $t0),
-       call: ([.verb,
-               ((.objectRef.resource // .requestURI)
-                + (if .objectRef.subresource then "/" + .objectRef.subresource else "" end)),
-               (if (.responseStatus.code // 200) >= 300 then "(\(.responseStatus.code))" else empty end)]
-              | join(" "))}' "$t/audit.log" \
-    | jq -s --argjson w "$win" 'unique_by(.id) | map(select(.t >= 0 and .t < $w)) | sort_by(.t) | map(del(.id))' \
-    > "$t/requests-$label.json" || die "cannot read the audit log"
-  local n
-  for n in "$PL" "$KL"; do
-    F[$label.req_$n]="$(jq --arg n "$n" 'map(select(.node == $n)) | length' "$t/requests-$label.json")"
-    F[$label.calls_$n]="$(jq -c --arg n "$n" 'map(select(.node == $n)) | group_by(.call)
-      | map({key: .[0].call, value: length}) | from_entries' "$t/requests-$label.json")"
-    for x in up down; do
-      F[$label.${x}_$n]="$(awk -v a="$w0" -v b="$w1" -v n="$n" -v d="$x" \
-        '$2 == n && $3 == d && $1 >= a && $1 < b { s += $4 } END { printf "%d", s }' "$t/proxy.trace")"
-    done
-  done
-  cat "$t/requests-$label.json" >> "$t/requests.json"
+  traffic "$label" "$w0" "$w1"
 }
 per_min() { awk -v n="$1" -v w="$2" 'BEGIN { printf "%.2f", n * 60 / w }'; }
 per_hour() { awk -v n="$1" -v w="$2" 'BEGIN { printf "%.0f", n * 3600 / w }'; }
+
+# ---- warm-up: one pod per node pulls the image ----
+note "warm-up: one pod per node pulls $IMAGE"
+for n in "$PL" "$KL"; do create_pod "warm-$n" "$n" warm >/dev/null; done
+wait_running warm- 2 120
+delete_group warm 60
+
+# ---- 1. create -> Running, one pod at a time, alternating the nodes ----
+note "create -> Running: $N pods per node, one at a time"
+declare -A lat
+lat[$PL]="" lat[$KL]=""
+lat_load="$(cut -d' ' -f1 /proc/loadavg)"
+lat_w0="$EPOCHREALTIME"
+for ((i = 1; i <= N; i++)); do
+  for n in "$PL" "$KL"; do
+    name="lat-$n-$i"
+    t0="$(create_pod "$name" "$n" lat)"
+    end=$(($(now_us) + 60000000))
+    while ! r="$(running_at "$name")" || [ -z "$r" ]; do
+      nodes_alive
+      if (($(now_us) > end)); then
+        k -n "$NS" get pod "$name" -o jsonpath='{.status}' >&2 || true; echo >&2
+        die "pod $name not Running 60 s after its creation"
+      fi
+      sleep 0.005
+    done
+    lat[$n]+="$(awk -v a="$t0" -v b="$r" 'BEGIN { printf "%.0f", (b - a) * 1000 }')"$'\n'
+  done
+done
+sleep 5   # the last status PATCHes and events of the last pods
+lat_w1="$EPOCHREALTIME"
+declare -A p50 p99
+for n in "$PL" "$KL"; do
+  p50[$n]="$(percentile 50 <<<"${lat[$n]%$'\n'}")" p99[$n]="$(percentile 99 <<<"${lat[$n]%$'\n'}")"
+done
+lat_pass=false; [ "${p99[$PL]}" -le "$LAT_BUDGET_MS" ] && lat_pass=true
+emit api_pod_create_to_running_p50 "${p50[$PL]}" ms picolet "$pl_target" "{\"pods\":$N,\"loadavg\":$lat_load}"
+emit api_pod_create_to_running_p99 "${p99[$PL]}" ms picolet "$pl_target" \
+  "{\"pods\":$N,\"loadavg\":$lat_load,\"budget\":$LAT_BUDGET_MS,\"pass\":$lat_pass}"
+emit api_pod_create_to_running_p50 "${p50[$KL]}" ms "$kl_tool + $ctd_tool" "$kl_target" "{\"pods\":$N,\"loadavg\":$lat_load}"
+emit api_pod_create_to_running_p99 "${p99[$KL]}" ms "$kl_tool + $ctd_tool" "$kl_target" "{\"pods\":$N,\"loadavg\":$lat_load}"
+note "create -> Running p50/p99: picolet ${p50[$PL]}/${p99[$PL]} ms, kubelet ${p50[$KL]}/${p99[$KL]} ms"
+# what starting those pods cost in API requests (both nodes worked in the same span)
+traffic lat "$lat_w0" "$lat_w1"
+per_pod() { awk -v n="$1" -v p="$N" 'BEGIN { printf "%.2f", n / p }'; }
+start_pass=false; ((${F[lat.req_$PL]} < ${F[lat.req_$KL]})) && start_pass=true
+emit api_requests_per_pod_start "$(per_pod "${F[lat.req_$PL]}")" req picolet "$pl_target" \
+  "{\"pods\":$N,\"requests\":${F[lat.req_$PL]},\"calls\":${F[lat.calls_$PL]},\"bytes_per_pod\":$(per_pod "$((${F[lat.up_$PL]} + ${F[lat.down_$PL]}))"),\"budget\":$(per_pod "${F[lat.req_$KL]}"),\"pass\":$start_pass}"
+emit api_requests_per_pod_start "$(per_pod "${F[lat.req_$KL]}")" req "$kl_tool" "$kl_target" \
+  "{\"pods\":$N,\"requests\":${F[lat.req_$KL]},\"calls\":${F[lat.calls_$KL]},\"bytes_per_pod\":$(per_pod "$((${F[lat.up_$KL]} + ${F[lat.down_$KL]}))")}"
+
 
 # ---- 2. API traffic with N idle pods per node ----
 idle_window idle
@@ -628,6 +654,7 @@ verdict() { [ "$1" = true ] && echo PASS || echo FAIL; }
   printf '  %-34s %-24s %s\n' "create -> Running p50 / p99" "${p50[$PL]} / ${p99[$PL]} ms $(verdict "$lat_pass")" \
     "${p50[$KL]} / ${p99[$KL]} ms"
   printf '  %-34s %-24s %s\n' "  (load average then)" "$lat_load" ""
+  printf '  %-34s %-24s %s\n' "API requests per pod start" "$(per_pod "${F[lat.req_$PL]}") $(verdict "$start_pass")" "$(per_pod "${F[lat.req_$KL]}")"
   printf '  %-34s %-24s %s\n' "API requests / min, $N pods idle" "${F[idle.rpm_$PL]} $(verdict "$req_pass")" "${F[idle.rpm_$KL]}"
   printf '  %-34s %-24s %s\n' "bytes / hour, $N pods idle" "$(kb "${F[idle.bph_$PL]}") $(verdict "$bytes_pass")" "$(kb "${F[idle.bph_$KL]}")"
   printf '  %-34s %-24s %s\n' "VmRSS, $N pods" "$(mib "${F[idle.rss_pl]}")" \
@@ -640,6 +667,7 @@ verdict() { [ "$1" = true ] && echo PASS || echo FAIL; }
   printf '  %-34s %-24s %s\n' "bytes / hour, $MANY pods idle" "$(kb "$(per_hour "$((${F[many.up_$PL]} + ${F[many.down_$PL]}))" "$w")")" \
     "$(kb "$(per_hour "$((${F[many.up_$KL]} + ${F[many.down_$KL]}))" "$w")")"
   for n in "$PL" "$KL"; do
+    echo "  calls of $n while starting $N pods one at a time: ${F[lat.calls_$n]}"
     echo "  calls of $n in the $N-pod window: ${F[idle.calls_$n]}"
     echo "  calls of $n in the $MANY-pod window: ${F[many.calls_$n]}"
   done
