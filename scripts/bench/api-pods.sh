@@ -3,14 +3,16 @@
 # containerd), both members of one private cluster, in one run (issue 12's figures):
 #   1. pod created through the API -> Pod Running with its container ready, seen in a watch:
 #      p50/p99 over BENCH_PODS (30) pods per node, one pod at a time, alternating the nodes
-#      (image already present: one warm-up pod per node pulls it first; budget p99 <= 1 s);
+#      (image already present: one warm-up pod per node pulls it first; budget p99 <= 1 s),
+#      and the API requests the nodes sent meanwhile, per pod started (budget: fewer than the
+#      kubelet);
 #   2. API requests per minute and bytes per hour on the wire while those pods sit idle
 #      (BENCH_IDLE window; budget: picolet sends fewer requests than the kubelet);
 #   3. BENCH_MANY_PODS (110, the default maxPods) pods created at once through the API on each
 #      node in turn: time until all are Running; then VmRSS and CPU over a BENCH_IDLE window with
 #      them (picolet alone, budget <= 16 MiB; kubelet and containerd each and summed; the
 #      containerd-shim-runc-v2 processes, one per pod on both sides, are not counted).
-#   usage: scripts/bench/api-pods.sh     (~13 min; BENCH_IDLE=120 s, BENCH_SETTLE=20 s)
+#   usage: scripts/bench/api-pods.sh     (~9 min; BENCH_IDLE=120 s, BENCH_SETTLE=20 s)
 #          PICOLET_BIN=path/to/picolet scripts/bench/api-pods.sh   (without: the static release
 #          binary is built by cross/build-static.sh)
 # How:
@@ -28,8 +30,11 @@
 #   - containerd (own root/state/socket, runc root under the temp dir, CRI registry config_path
 #     with a hosts.toml for http://$REGISTRY) gets a pause image made offline from the busybox
 #     test image (entrypoint `sleep`), imported as registry.k8s.io/pause:3.10;
-#   - picolet and the kubelet use the same eviction/image-GC thresholds as node.sh, their own
-#     cgroup roots, CNI bridges (10.91.0.0/24 and 10.91.1.0/24) and ports.
+#   - picolet and the kubelet use the same eviction/image-GC thresholds as node.sh, the same
+#     clusterDNS (10.96.0.10, nothing serves it: the pods only sleep), their own cgroup roots,
+#     CNI bridges (10.91.0.0/24 and 10.91.1.0/24) and ports; containerd's CRI has
+#     restrict_oom_score_adj (this machine withholds CAP_SYS_RESOURCE from root: runc cannot set
+#     the sandbox's oom_score_adj -998 otherwise).
 # The kubelet's sysctl changes are restored and /var/lib/kubelet removed afterwards when it did
 # not exist before (as node.sh). At the end (or on failure) the pods are deleted through the API,
 # then the processes stopped; leftovers of containerd's side are force-deleted with runc under
