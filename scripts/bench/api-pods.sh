@@ -522,6 +522,8 @@ idle_window() {
   local win
   win="$(awk -v a="$w0" -v b="$w1" 'BEGIN { printf "%.1f", b - a }')"
   F[$label.window]="$win"
+  F[$label.anon_pl]="$(proc_status_kb "$pl_pid" RssAnon)" F[$label.file_pl]="$(proc_status_kb "$pl_pid" RssFile)"
+  F[$label.hwm_pl]="$(hwm_kb "$pl_pid")"
   F[$label.rss_pl]="$(rss_kb "$pl_pid")" F[$label.rss_kl]="$(rss_kb "$kl_pid")" F[$label.rss_ctd]="$(rss_kb "$ctd_pid")"
   for x in "pl $m_pl" "kl $m_kl" "ctd $m_ctd"; do
     read -r a b <<<"$x"
@@ -606,7 +608,8 @@ emit api_pods_idle_bytes_per_hour "${F[idle.bph_$PL]}" B/h picolet "$pl_target" 
   "{\"pods\":$N,\"sent_per_hour\":$(per_hour "${F[idle.up_$PL]}" "$w"),\"received_per_hour\":$(per_hour "${F[idle.down_$PL]}" "$w"),\"window_s\":$w,\"budget\":${F[idle.bph_$KL]},\"pass\":$bytes_pass}"
 emit api_pods_idle_bytes_per_hour "${F[idle.bph_$KL]}" B/h "$kl_tool" "$kl_target" \
   "{\"pods\":$N,\"sent_per_hour\":$(per_hour "${F[idle.up_$KL]}" "$w"),\"received_per_hour\":$(per_hour "${F[idle.down_$KL]}" "$w"),\"window_s\":$w}"
-emit api_pods_vmrss "${F[idle.rss_pl]}" KiB picolet "$pl_target" "{\"pods\":$N,\"max_kib\":${F[idle.max_pl]}}"
+emit api_pods_vmrss "${F[idle.rss_pl]}" KiB picolet "$pl_target" \
+  "{\"pods\":$N,\"max_kib\":${F[idle.max_pl]},\"rss_anon_kib\":${F[idle.anon_pl]},\"rss_file_kib\":${F[idle.file_pl]},\"vmhwm_kib\":${F[idle.hwm_pl]}}"
 emit api_pods_vmrss "$((${F[idle.rss_kl]} + ${F[idle.rss_ctd]}))" KiB "$kl_tool + $ctd_tool" "$kl_target" \
   "{\"pods\":$N,\"kubelet_kib\":${F[idle.rss_kl]},\"containerd_kib\":${F[idle.rss_ctd]}}"
 
@@ -633,7 +636,7 @@ idle_window many
 w="${F[many.window]}"
 rss_pass=false; [ "${F[many.rss_pl]}" -le "$RSS_BUDGET_KB" ] && rss_pass=true
 emit api_pods_vmrss "${F[many.rss_pl]}" KiB picolet "$pl_target" \
-  "{\"pods\":$MANY,\"max_kib\":${F[many.max_pl]},\"budget\":$RSS_BUDGET_KB,\"pass\":$rss_pass}"
+  "{\"pods\":$MANY,\"max_kib\":${F[many.max_pl]},\"rss_anon_kib\":${F[many.anon_pl]},\"rss_file_kib\":${F[many.file_pl]},\"vmhwm_kib\":${F[many.hwm_pl]},\"budget\":$RSS_BUDGET_KB,\"pass\":$rss_pass}"
 emit api_pods_vmrss "${F[many.rss_kl]}" KiB "$kl_tool" "$kl_target" "{\"pods\":$MANY,\"max_kib\":${F[many.max_kl]}}"
 emit api_pods_vmrss "${F[many.rss_ctd]}" KiB "$ctd_tool" "$ctd_target" "{\"pods\":$MANY,\"max_kib\":${F[many.max_ctd]}}"
 emit api_pods_vmrss "$((${F[many.rss_kl]} + ${F[many.rss_ctd]}))" KiB "$kl_tool + $ctd_tool" "$kl_target" "{\"pods\":$MANY}"
@@ -667,6 +670,7 @@ verdict() { [ "$1" = true ] && echo PASS || echo FAIL; }
   printf '  %-34s %-24s %s\n' "$MANY pods at once -> all Running" "${many_ms[$PL]} ms" "${many_ms[$KL]} ms"
   printf '  %-34s %-24s %s\n' "VmRSS, $MANY pods (max)" "$(mib "${F[many.rss_pl]}") ($(mib "${F[many.max_pl]}")) $(verdict "$rss_pass")" \
     "$(mib "$((${F[many.rss_kl]} + ${F[many.rss_ctd]}))") = $(mib "${F[many.rss_kl]}") + $(mib "${F[many.rss_ctd]}")"
+  printf '  %-34s %-24s %s\n' "  picolet anon / file / VmHWM" "$(mib "${F[many.anon_pl]}") / $(mib "${F[many.file_pl]}") / $(mib "${F[many.hwm_pl]}")" ""
   printf '  %-34s %-24s %s\n' "CPU, $MANY pods idle" "${F[many.cpu_pl]} %" "${F[many.cpu_kl]} % + ${F[many.cpu_ctd]} %"
   printf '  %-34s %-24s %s\n' "API requests / min, $MANY pods idle" "$(per_min "${F[many.req_$PL]}" "$w")" "$(per_min "${F[many.req_$KL]}" "$w")"
   printf '  %-34s %-24s %s\n' "bytes / hour, $MANY pods idle" "$(kb "$(per_hour "$((${F[many.up_$PL]} + ${F[many.down_$PL]}))" "$w")")" \
