@@ -105,6 +105,12 @@ rm_cgroup() {
   done
   return 0
 }
+# kill_kubectl PID: SIGTERM to PID if it is still one of our kubectl watches (pids are reused:
+# this machine's pid_max is small and it runs many processes).
+kill_kubectl() {
+  case "$(cat "/proc/$1/comm" 2>/dev/null)" in kubectl*) kill "$1" 2>/dev/null ;; esac
+  return 0
+}
 save_logs() {
   mkdir -p "$LOGS"
   local f
@@ -166,7 +172,7 @@ ready_watch() {
           if [ "$s" = True ]; then now_us > "$t/ready-$name"; break; fi
         done) &
   WATCH_PID=$!
-  on_exit "kill $WATCH_PID 2>/dev/null"
+  on_exit "kill_kubectl $WATCH_PID"
   for ((i = 0; i < 300; i++)); do
     grep -qs 'watch=true 200 OK' "$t/watch-$name.log" && return 0
     kill -0 "$WATCH_PID" 2>/dev/null || break
@@ -195,7 +201,7 @@ kubectl --kubeconfig "$ADMIN" -v=6 -n "$NS" get pods --watch \
   -o jsonpath='{.metadata.name}{" "}{.status.phase}{" "}{.status.containerStatuses[*].ready}{"\n"}' \
   2>"$t/podwatch.log" > >(while IFS= read -r l; do echo "$EPOCHREALTIME $l"; done > "$t/podwatch.txt") &
 PODWATCH=$!
-on_exit "kill $PODWATCH 2>/dev/null"
+on_exit "kill_kubectl $PODWATCH"
 for _ in $(seq 300); do grep -qs 'watch=true 200 OK' "$t/podwatch.log" && break; sleep 0.05; done
 grep -qs 'watch=true 200 OK' "$t/podwatch.log" || { cat "$t/podwatch.log" >&2; die "could not watch the pods"; }
 
@@ -262,13 +268,18 @@ delete_all_pods() {
   local i
   [ -s "$ADMIN" ] || return 0
   k -n "$NS" delete pods --all --wait=false >/dev/null 2>&1 || return 0
-  for ((i = 0; i < 360; i++)); do
-    [ "$(k -n "$NS" get pods -o name 2>/dev/null | wc -l)" = 0 ] && return 0
-    # a node that is gone deletes nothing (its leftovers are cleaned up below)
-    { [ -n "${pl_pid:-}" ] && kill -0 "$pl_pid" 2>/dev/null; } \
-      || { [ -n "${kl_pid:-}" ] && kill -0 "$kl_pid" 2>/dev/null; } || break
+  local nodes=() n
+  # a node that is gone deletes nothing (its leftovers are cleaned up below)
+  [ -n "${pl_pid:-}" ] && kill -0 "$pl_pid" 2>/dev/null && nodes+=("$PL")
+  [ -n "${kl_pid:-}" ] && kill -0 "$kl_pid" 2>/dev/null && [ -n "${ctd_pid:-}" ] \
+    && kill -0 "$ctd_pid" 2>/dev/null && nodes+=("$KL")
+  for ((i = 0; i < 360 && ${#nodes[@]} > 0; i++)); do
+    n="$(k -n "$NS" get pods -o json 2>/dev/null | jq --arg a "${nodes[0]}" --arg b "${nodes[1]:-${nodes[0]}}" \
+      '[.items[] | select(.spec.nodeName == $a or .spec.nodeName == $b)] | length')" || n=1
+    [ "$n" = 0 ] && return 0
     sleep 0.5
   done
+  [ "${#nodes[@]}" -lt 2 ] && note "clean-up: a node (or containerd) was not running any more: its containers are removed below"
   note "clean-up: pods still in the API after 180 s: $(k -n "$NS" get pods --no-headers 2>/dev/null | wc -l)"
 }
 
@@ -328,7 +339,7 @@ note "starting picolet ($bin)"
   --root-dir "$p/root" >"$p/log" 2>&1 &
 pl_pid=$!
 wait_ready "$PL" "$pl_pid" "$p/log"
-kill "$WATCH_PID" 2>/dev/null || true
+kill_kubectl "$WATCH_PID"
 note "picolet: Node Ready"
 
 # ---- containerd + the upstream kubelet ----
@@ -359,6 +370,8 @@ state = "$c/state"
   # the machine withholds CAP_SYS_RESOURCE: runc cannot set the sandbox's oom_score_adj -998
   # ("failed to update /proc/self/oom_score_adj: Permission denied"); keep it >= containerd's
   restrict_oom_score_adj = true
+  # the sandboxes' network namespaces under the temp dir, not /var/run/netns: unmounted with it
+  netns_mounts_under_state_dir = true
   [plugins."io.containerd.grpc.v1.cri".registry]
     config_path = "$c/certs.d"
   [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
@@ -455,7 +468,7 @@ note "starting the kubelet ($KUBELET)"
   --cert-dir "$kd/pki" --hostname-override "$KL" >"$kd/log" 2>&1 &
 kl_pid=$!
 wait_ready "$KL" "$kl_pid" "$kd/log"
-kill "$WATCH_PID" 2>/dev/null || true
+kill_kubectl "$WATCH_PID"
 note "kubelet: Node Ready"
 
 kl_version="$("$KUBELET" --version | awk '{print $2}')"
