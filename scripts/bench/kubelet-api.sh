@@ -133,7 +133,9 @@ for _ in 1 2 3; do
   t0="$(ms_now)"
   bytes="$(k -n "$NS" logs logger | wc -c)"
   ms=$(( $(ms_now) - t0 ))
-  [ "$bytes" -ge $((LOG_MIB << 20)) ] || die "kubectl logs gave $bytes bytes"
+  # the content less its unterminated last line (${#line}+1 bytes at most): a container log
+  # line is written when its newline comes (or the container ends), as containerd does
+  [ "$bytes" -ge $(((LOG_MIB << 20) - ${#line} - 1)) ] || die "kubectl logs gave $bytes bytes"
   r="$(awk -v b="$bytes" -v ms="$ms" 'BEGIN { printf "%.1f", b / 1048576 / (ms / 1000) }')"
   best="$(awk -v a="${best:-0}" -v b="$r" 'BEGIN { print (b > a) ? b : a }')"
 done
