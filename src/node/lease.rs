@@ -76,9 +76,6 @@ pub fn owned_by(lease: &Lease, uid: &str) -> bool {
         .is_some_and(|o| o.iter().any(|r| r.kind == "Node" && r.uid == uid))
 }
 
-/// Renews the Lease until the task is dropped. `node_uid` is the Node's
-/// UID once it is registered (the node manager updates it when the Node is
-/// created again).
 /// Whether a renewal may be left out: the node's status was written
 /// since the last one (its Ready heartbeat is a heartbeat to the node
 /// lifecycle controller as much as the Lease), the last renewal worked,
@@ -97,6 +94,10 @@ pub fn may_skip(
     }
 }
 
+/// Renews the Lease until the task is dropped. `node_uid` is the Node's
+/// UID once it is registered (the node manager updates it when the Node is
+/// created again).
+/// `status_written` is when the node manager last wrote the status.
 pub async fn run(
     client: Rc<Client>,
     node: String,
