@@ -188,20 +188,6 @@ mod tests {
     #[test]
     fn lease_shapes() {
         assert_eq!(renew_interval(40), Duration::from_secs(10));
-    }
-
-    #[test]
-    fn a_renewal_is_left_out_only_after_a_status_write_and_never_twice() {
-        let t0 = Instant::now();
-        let t1 = t0 + Duration::from_secs(3);
-        // The status was written after the last renewal: skip once.
-        assert!(may_skip(Some(t1), Some(t0), false, false));
-        assert!(!may_skip(Some(t1), Some(t0), true, false));
-        // Not when the status is older, never written, or renewals fail.
-        assert!(!may_skip(Some(t0), Some(t1), false, false));
-        assert!(!may_skip(None, Some(t0), false, false));
-        assert!(!may_skip(Some(t1), None, false, false));
-        assert!(!may_skip(Some(t1), Some(t0), false, true));
         let now = MicroTime("2026-12-06T10:00:00.123456Z".parse().unwrap());
         let l = lease_object("n1", 40, now.clone(), Some("u-1"));
         let v = serde_json::to_value(&l).unwrap();
@@ -219,5 +205,19 @@ mod tests {
         assert_eq!(p["spec"]["renewTime"], "2026-12-06T10:00:00.123456Z");
         let p = renew_patch("n1", 40, &now, Some("u-2"));
         assert_eq!(p["metadata"]["ownerReferences"][0]["uid"], "u-2");
+    }
+
+    #[test]
+    fn a_renewal_is_left_out_only_after_a_status_write_and_never_twice() {
+        let t0 = Instant::now();
+        let t1 = t0 + Duration::from_secs(3);
+        // The status was written after the last renewal: skip once.
+        assert!(may_skip(Some(t1), Some(t0), false, false));
+        assert!(!may_skip(Some(t1), Some(t0), true, false));
+        // Not when the status is older, never written, or renewals fail.
+        assert!(!may_skip(Some(t0), Some(t1), false, false));
+        assert!(!may_skip(None, Some(t0), false, false));
+        assert!(!may_skip(Some(t1), None, false, false));
+        assert!(!may_skip(Some(t1), Some(t0), false, true));
     }
 }
