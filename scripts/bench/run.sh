@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Run the benchmarks and collect their figures.
-#   usage: scripts/bench/run.sh [NAME...]     (default: every scripts/bench/*.sh but lib and run)
+#   usage: scripts/bench/run.sh [NAME...]     (default: every scripts/bench/*.sh but lib, lib-* and run)
 # Each bench's JSON lines go to target/bench/results.jsonl (rewritten each run); a table of all
 # figures follows. Exits non-zero if any bench failed (its reason is in its stderr above) or
 # any figure carries "pass": false (a budget missed).
@@ -15,7 +15,7 @@ else
   names=()
   for f in "$HERE"/*.sh; do
     n="$(basename "$f" .sh)"
-    case "$n" in lib|run) ;; *) names+=("$n") ;; esac
+    case "$n" in lib|lib-*|run) ;; *) names+=("$n") ;; esac
   done
 fi
 

@@ -18,99 +18,13 @@ need file curl skopeo containerd-shim-runc-v2 runc
 N="${STATIC_PODS:-30}"
 MORE="${STATIC_MORE_PODS:-80}"
 IDLE="${STATIC_IDLE_SECONDS:-300}"
-LAYOUT="${PICOLET_IMAGE_LAYOUT:-/var/tmp/picolet-images/oci}"
 P99_BUDGET_MS=1000
 RSS_BUDGET_KB=$((12 * 1024))
 HEALTHZ=10458 RO=10459
-bench_tmpdir
-p="$BENCH_TMP"
-[ -f "$LAYOUT/index.json" ] || die "no test images at $LAYOUT (run scripts/runtime/build-test-images.sh)"
+BR=plbench0 SUBNET=10.86.0.0/24 NS=picolet-bench CG=/picolet-bench NODE=bench
+. "$(dirname "$0")/lib-static.sh"
+static_node_start
 
-mkdir -p "$p/manifests" "$p/cni" "$p/logs" "$p/root/images/import"
-skopeo copy --quiet "oci:$LAYOUT:busybox" "oci-archive:$p/root/images/import/busybox.tar:picolet.bench/busybox:1" \
-  || die "cannot export the busybox test image"
-cat > "$p/cni/10-bench.conflist" <<JSON
-{"cniVersion": "1.0.0", "name": "picolet-bench", "plugins": [
-  {"type": "bridge", "bridge": "plbench0", "isGateway": true, "ipMasq": false,
-   "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.86.0.0/24"}]],
-            "dataDir": "$p/cni-ipam"}},
-  {"type": "portmap", "capabilities": {"portMappings": true}}]}
-JSON
-cat > "$p/config.yaml" <<YAML
-apiVersion: kubelet.config.k8s.io/v1beta1
-kind: KubeletConfiguration
-staticPodPath: $p/manifests
-healthzPort: $HEALTHZ
-readOnlyPort: $RO
-cgroupRoot: /picolet-bench
-podLogsDir: $p/logs
-picolet:
-  cniConfDir: $p/cni
-  cniBinDirs: [/usr/lib/cni, /opt/cni/bin]
-  runDir: $p/run
-  runtimeNamespace: picolet-bench
-  stopPodsOnShutdown: true
-YAML
-
-bin="$(bench_picolet)"
-target="$(bench_target_of "$bin")"
-"$bin" run --config "$p/config.yaml" --root-dir "$p/root" --hostname-override bench >"$p/log" 2>&1 &
-pid=$!
-# stop: the manifests go, so picolet removes every pod (sandbox, cgroups, network); then
-# SIGTERM, which would still stop what is left (stopPodsOnShutdown). The bench's own cgroup
-# root and bridge go last.
-stop_picolet() {
-  local i d
-  rm -f "$p"/manifests/*.yaml
-  for i in $(seq 600); do
-    kill -0 "$pid" 2>/dev/null || break
-    [ "$(curl -sf "http://127.0.0.1:$RO/pods" | jq '.items | length' 2>/dev/null)" = 0 ] && break
-    sleep 0.1
-  done
-  kill -TERM "$pid" 2>/dev/null || return 0
-  for i in $(seq 1200); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  kill -KILL "$pid" 2>/dev/null || true
-  ip link del plbench0 2>/dev/null || true
-  for d in /sys/fs/cgroup/*/picolet-bench /sys/fs/cgroup/picolet-bench; do
-    [ -d "$d" ] && find "$d" -depth -type d -exec rmdir {} + 2>/dev/null
-  done
-  return 0
-}
-on_exit stop_picolet
-alive() {
-  kill -0 "$pid" 2>/dev/null && return 0
-  echo "--- last lines of picolet's log:" >&2; tail -n 20 "$p/log" >&2 || true
-  die "picolet exited"
-}
-for _ in $(seq 100); do
-  curl -sf "http://127.0.0.1:$HEALTHZ/healthz" >/dev/null 2>&1 && break
-  alive; sleep 0.1
-done
-curl -sf "http://127.0.0.1:$HEALTHZ/healthz" >/dev/null || die "picolet's /healthz did not answer within 10 s"
-
-manifest() {
-  cat <<YAML
-apiVersion: v1
-kind: Pod
-metadata: {name: $1}
-spec:
-  terminationGracePeriodSeconds: 2
-  containers:
-  - name: idle
-    image: picolet.bench/busybox:1
-    imagePullPolicy: Never
-    command: [/bin/sh, -c, "trap 'exit 0' TERM; while true; do sleep 1; done"]
-    resources: {limits: {memory: 16Mi}}
-YAML
-}
-# write NAME: the manifest appears whole (rename), as an editor or a provisioner would write it.
-write() { manifest "$1" > "$p/$1.tmp"; mv "$p/$1.tmp" "$p/manifests/$1.yaml"; }
-# running_count PREFIX: pods named PREFIX* whose containers all run.
-running_count() {
-  curl -sf "http://127.0.0.1:$RO/pods" | jq --arg pre "$1" '[.items[]
-    | select(.metadata.name | startswith($pre))
-    | select((.status.containerStatuses // []) | length > 0 and all(.state.running != null))] | length'
-}
 now_ms() { date +%s%3N; }
 
 # ---- 1. one at a time: manifest written -> Running ----
