@@ -111,8 +111,9 @@ pub fn pull_decision(
 
 /// Bytes to free when usage is at or above `high`% so that it drops to
 /// `low`%; `None` below the high threshold (upstream `imageGCManager`).
+/// A high threshold of 100 turns disk-based GC off, as upstream documents.
 pub fn gc_bytes_to_free(capacity: u64, available: u64, high: u8, low: u8) -> Option<u64> {
-    if capacity == 0 {
+    if capacity == 0 || high >= 100 {
         return None;
     }
     let usage = 100 - (available as u128 * 100 / capacity as u128) as u64;
@@ -205,6 +206,8 @@ mod tests {
         assert_eq!(gc_bytes_to_free(1000, 100, 85, 80), Some(100));
         assert_eq!(gc_bytes_to_free(1000, 150, 85, 80), Some(50));
         assert_eq!(gc_bytes_to_free(0, 0, 85, 80), None);
+        // 100 disables it, even on a full disk.
+        assert_eq!(gc_bytes_to_free(1000, 0, 100, 99), None);
     }
 
     fn rec(id: &str, created: u64, last_used: u64) -> Record {
