@@ -10,7 +10,7 @@
 mod cluster_support;
 mod sync_support;
 
-use cluster_support::{is_ready, node_condition, wait_for, ControlPlane};
+use cluster_support::{is_ready, node_condition, time, wait_for, ControlPlane};
 use picolet::api::quantity::Quantity;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -45,13 +45,6 @@ fn wait_ready(cp: &ControlPlane, node: &Node, within: Duration) -> Value {
             node.log_tail(40)
         )
     })
-}
-
-fn time(v: &Value) -> jiff::Timestamp {
-    v.as_str()
-        .unwrap_or_else(|| panic!("time {v}"))
-        .parse()
-        .unwrap()
 }
 
 fn log_count(node: &Node, needle: &str) -> usize {

@@ -8,13 +8,18 @@
 //! the same outage and starts nothing until the apiserver answers
 //! (upstream's behaviour).
 //!
-//! Private control plane slot 5 (the test stops the apiserver); sync-test
-//! numbers 34..=37; node names `sync-node-<n>`.
+//! A third node lives through an hour without the apiserver, compressed
+//! 40 times by config: its pods keep running (one crash-loops and settles
+//! meanwhile), its log does not fill with retries, and on reconnect only
+//! the latest status of each pod is sent.
+//!
+//! Private control plane slots 5 and 6 (the tests stop the apiserver);
+//! sync-test numbers 34, 35 and 39; node names `sync-node-<n>`.
 
 mod cluster_support;
 mod sync_support;
 
-use cluster_support::{is_ready, wait_for, ControlPlane};
+use cluster_support::{is_ready, time, wait_for, ControlPlane};
 use picolet::api::core::Pod;
 use serde_json::Value;
 use std::path::PathBuf;
@@ -476,4 +481,170 @@ fn reboot_without_apiserver_runs_pods_from_the_local_copy() {
     cp.drop_namespace(NS);
     cp.forget_node(&on.node_name);
     cp.forget_node(&off.node_name);
+}
+
+/// Runs 10 times: the first 9 exit 1 (a crash loop through the back-off),
+/// the 10th stays up. The count lives in an emptyDir, which outlives the
+/// container restarts.
+const SETTLING: &str = r#"apiVersion: v1
+kind: Pod
+metadata: {name: NAME, namespace: NS}
+spec:
+  nodeName: NODE
+  automountServiceAccountToken: false
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: main
+    image: BUSYBOX
+    command: [sh, -c, "n=$(cat /d/n 2>/dev/null || echo 0); n=$((n+1)); echo $n > /d/n; [ $n -ge 10 ] && exec sleep 3600; exit 1"]
+    volumeMounts:
+    - {name: d, mountPath: /d}
+  volumes:
+  - name: d
+    emptyDir: {}
+"#;
+
+fn log_lines(node: &Node) -> Vec<String> {
+    std::fs::read_to_string(&node.log_path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// An hour of API outage at 40 times the pace: the node's status every
+/// 250 ms (upstream 10 s), the Lease for 1 s (40 s), a pod sync every
+/// 1.5 s (1 min), crash-loop back-off 250 ms → 7.5 s (10 s → 5 min), and
+/// 90 s without the apiserver.
+#[test]
+fn an_hour_offline_compressed_keeps_pods_and_sends_only_the_latest_status() {
+    let cp = ControlPlane::private(6, "apiserver controller-manager");
+    let _purge = cp.purge_on_drop();
+    cp.namespace(NS);
+    wait_for(Duration::from_secs(60), || {
+        cp.get_json(&["-n", NS, "get", "serviceaccount", "default"])
+    })
+    .expect("default service account");
+    let name = "sync-node-39".to_string();
+    cp.forget_node(&name);
+    let opts = Opts {
+        kubeconfig: Some(cp.node_kubeconfig(&name)),
+        back_off_initial: "250ms".into(),
+        max_restart_period: "7500ms".into(),
+        extra: "nodeStatusUpdateFrequency: 250ms\nnodeStatusReportFrequency: 7500ms\n\
+                nodeLeaseDurationSeconds: 1\nsyncFrequency: 1500ms\n"
+            .into(),
+        ..Opts::default()
+    };
+    let mut node = Node::new(39, opts);
+    node.start();
+    wait_for(Duration::from_secs(30), || cp.node(&name).filter(is_ready))
+        .unwrap_or_else(|| panic!("node {name} not Ready\n{}", node.log_tail(30)));
+    apply_pod(&cp, PLAIN, "steady", &node);
+    apply_pod(&cp, SETTLING, "settling", &node);
+    let steady = wait_for(Duration::from_secs(60), || {
+        api_pod(&cp, "steady").filter(|p| api_container_id(p).is_some())
+    })
+    .unwrap_or_else(|| panic!("steady not running\n{}", node.log_tail(40)));
+    let steady_cid = api_container_id(&steady).unwrap();
+    // The outage starts while settling is still in its crash loop.
+    wait_for(Duration::from_secs(30), || {
+        let p = api_pod(&cp, "settling")?;
+        p["status"]["containerStatuses"][0]["containerID"]
+            .is_string()
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("settling has no status\n{}", node.log_tail(40)));
+
+    let outage_from = log_lines(&node).len();
+    let pid = cp.apiserver_pid().expect("apiserver pid");
+    sync_support::kill(pid, rustix::process::Signal::KILL);
+    let down = Instant::now();
+    while down.elapsed() < Duration::from_secs(90) {
+        let (code, _) =
+            sync_support::http_get(node.healthz_port, "/healthz").expect("healthz answers");
+        assert_eq!(code, 200, "healthz during the outage");
+        assert_eq!(
+            local_running_id(&node, "steady").as_deref(),
+            Some(steady_cid.as_str()),
+            "steady was not left alone\n{}",
+            node.log_tail(40)
+        );
+        std::thread::sleep(Duration::from_secs(3));
+    }
+    let settled = local_pod(&node, "settling").expect("settling on the node");
+    let c = sync_support::container(&settled, "main");
+    assert!(
+        sync_support::running(c) && c.restart_count == 9,
+        "settling did not go through its crash loop offline: {c:?}\n{}",
+        node.log_tail(40)
+    );
+    let settled_cid = c.container_id.clone().unwrap();
+    // An hour's retries fill no log: warnings and errors of the outage,
+    // the crash loop's own aside, stay a handful.
+    let lines = log_lines(&node);
+    let noisy: Vec<&String> = lines[outage_from..]
+        .iter()
+        .filter(|l| (l.starts_with("W ") || l.starts_with("E ")) && !l.contains("settling"))
+        .collect();
+    eprintln!(
+        "90 s offline: {} log lines above debug, {} warnings or errors outside the crash loop",
+        lines[outage_from..]
+            .iter()
+            .filter(|l| !l.starts_with("D "))
+            .count(),
+        noisy.len()
+    );
+    assert!(noisy.len() <= 8, "{} warnings: {noisy:#?}", noisy.len());
+
+    cp.up();
+    let up_from = log_lines(&node).len();
+    let back_ts = jiff::Timestamp::now();
+    wait_for(Duration::from_secs(20), || {
+        let n = cp.node(&name).filter(is_ready)?;
+        let l = cp.lease(&name)?;
+        (time(&l["spec"]["renewTime"]) > back_ts).then_some(n)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "not Ready with a renewed lease within 20 s of the apiserver's return\n{}",
+            node.log_tail(40)
+        )
+    });
+    // The API gets the pods' latest statuses, and only those: settling's
+    // dozens of changes while offline are one or two patches now.
+    wait_for(Duration::from_secs(30), || {
+        let p = api_pod(&cp, "settling")?;
+        (api_container_id(&p).as_deref() == Some(settled_cid.as_str())
+            && p["status"]["containerStatuses"][0]["restartCount"].as_i64() == Some(9))
+        .then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "settling's latest status not reported: {:?}\n{}",
+            api_pod(&cp, "settling").map(|p| p["status"].clone()),
+            node.log_tail(40)
+        )
+    });
+    let steady = api_pod(&cp, "steady").expect("steady");
+    assert_eq!(api_container_id(&steady), Some(steady_cid));
+    assert_eq!(
+        steady["status"]["containerStatuses"][0]["restartCount"].as_i64(),
+        Some(0)
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    let sends = log_lines(&node)[up_from..]
+        .iter()
+        .filter(|l| l.contains(&format!("pod {NS}/settling status: sending")))
+        .count();
+    eprintln!("settling's status patches after the reconnect: {sends}");
+    assert!(
+        (1..=2).contains(&sends),
+        "{sends} status patches of settling after the reconnect\n{}",
+        node.log_tail(60)
+    );
+
+    node.terminate(Duration::from_secs(10));
+    cp.drop_namespace(NS);
+    cp.forget_node(&name);
 }

@@ -277,3 +277,11 @@ pub fn wait_for<T>(within: Duration, mut f: impl FnMut() -> Option<T>) -> Option
         std::thread::sleep(Duration::from_millis(250));
     }
 }
+
+/// A timestamp field of an API object.
+pub fn time(v: &Value) -> jiff::Timestamp {
+    v.as_str()
+        .unwrap_or_else(|| panic!("time {v}"))
+        .parse()
+        .unwrap()
+}
