@@ -12,7 +12,14 @@
 #      node in turn: time until all are Running; then VmRSS and CPU over a BENCH_IDLE window with
 #      them (picolet alone, budget <= 16 MiB; kubelet and containerd each and summed; the
 #      containerd-shim-runc-v2 processes, one per pod on both sides, are not counted).
-#   usage: scripts/bench/api-pods.sh     (~9 min; BENCH_IDLE=120 s, BENCH_SETTLE=20 s)
+#   4. the kubelet API on each node (issue 15's figures; BENCH_KUBELET_API=0 leaves it out):
+#      `/stats/summary` with the MANY pods, latency p50/p99 and the node's CPU per request over
+#      BENCH_SUMMARY_RUNS (20) requests straight to its port with the apiserver's kubelet client
+#      certificate (as the apiserver's proxy would send them; CPU of kubelet + containerd on the
+#      upstream side, which asks containerd for the container stats); then, the MANY pods gone,
+#      `kubectl exec POD -- true` round trips p50/p99 over EXEC_RUNS (50) per node, alternating,
+#      and `kubectl logs` throughput of a LOG_MIB (100) MiB container log (best of 3);
+#   usage: scripts/bench/api-pods.sh     (~13 min; BENCH_IDLE=120 s, BENCH_SETTLE=20 s)
 #          PICOLET_BIN=path/to/picolet scripts/bench/api-pods.sh   (without: the static release
 #          binary is built by cross/build-static.sh)
 # How:
@@ -41,7 +48,7 @@
 # its private root, and its shims (cmdline naming this run's containerd socket) killed by pid.
 # Logs are kept in target/bench/api-pods/ (BENCH_APIPODS_LOGS).
 . "$(dirname "$0")/lib.sh"
-need file curl kubectl containerd ctr containerd-shim-runc-v2 runc python3 ss skopeo umoci base64
+need file curl jq kubectl containerd ctr containerd-shim-runc-v2 runc python3 ss skopeo umoci base64
 [ "$(id -u)" = 0 ] || die "must run as root (containerd and the kubelet manage mounts and cgroups)"
 
 N="${BENCH_PODS:-30}"
@@ -51,6 +58,9 @@ SETTLE="${BENCH_SETTLE:-20}"
 for v in N MANY IDLE; do [[ "${!v}" =~ ^[1-9][0-9]*$ ]] || die "$v=${!v} is not a positive number"; done
 [[ "$SETTLE" =~ ^[0-9]+$ ]] || die "BENCH_SETTLE=$SETTLE is not a number of seconds"
 ((MANY <= 110)) || die "BENCH_MANY_PODS=$MANY: more than the nodes' maxPods (110)"
+KAPI="${BENCH_KUBELET_API:-1}"
+SUMMARY_RUNS="${BENCH_SUMMARY_RUNS:-20}" EXEC_RUNS="${EXEC_RUNS:-50}" LOG_MIB="${LOG_MIB:-100}"
+for v in SUMMARY_RUNS EXEC_RUNS LOG_MIB; do [[ "${!v}" =~ ^[1-9][0-9]*$ ]] || die "$v=${!v} is not a positive number"; done
 RSS_BUDGET_KB=$((16 * 1024)) LAT_BUDGET_MS=1000
 REG="${REGISTRY:-127.0.0.1:5000}"
 IMAGE="$REG/picolet/busybox:latest"
@@ -205,20 +215,21 @@ on_exit "kill_kubectl $PODWATCH"
 for _ in $(seq 300); do grep -qs 'watch=true 200 OK' "$t/podwatch.log" && break; sleep 0.05; done
 grep -qs 'watch=true 200 OK' "$t/podwatch.log" || { cat "$t/podwatch.log" >&2; die "could not watch the pods"; }
 
-# pod_json NAME NODE GROUP
+# pod_json NAME NODE GROUP [SCRIPT]: SCRIPT (sh -c) defaults to a sleep that exits on SIGTERM.
 pod_json() {
-  jq -cn --arg n "$1" --arg node "$2" --arg g "$3" --arg img "$IMAGE" '
+  jq -cn --arg n "$1" --arg node "$2" --arg g "$3" --arg img "$IMAGE" \
+    --arg script "${4:-trap \"exit 0\" TERM; sleep 86400 & wait}" '
     {apiVersion: "v1", kind: "Pod",
      metadata: {name: $n, labels: {"bench-group": $g, "bench-node": $node}},
      spec: {nodeName: $node, automountServiceAccountToken: false, enableServiceLinks: false,
             terminationGracePeriodSeconds: 2,
             containers: [{name: "idle", image: $img, imagePullPolicy: "IfNotPresent",
-                          command: ["sh", "-c", "trap \"exit 0\" TERM; sleep 86400 & wait"]}]}}'
+                          command: ["sh", "-c", $script]}]}}'
 }
-# create_pod NAME NODE GROUP: POSTs the pod; prints the local time just before the POST (s.us).
+# create_pod NAME NODE GROUP [SCRIPT]: POSTs the pod; prints the local time just before the POST (s.us).
 create_pod() {
   local body t0
-  body="$(pod_json "$1" "$2" "$3")"
+  body="$(pod_json "$1" "$2" "$3" "${4:-}")"
   t0="$EPOCHREALTIME"
   api_curl -o "$t/create-$1.out" -H 'Content-Type: application/json' -d "$body" \
     "$API/api/v1/namespaces/$NS/pods" || { cat "$t/create-$1.out" >&2; die "cannot create pod $1"; }
@@ -302,7 +313,8 @@ JSON
 cat > "$p/config.yaml" <<YAML
 apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
-address: 127.0.0.1
+# the apiserver reaches the node's port at its InternalIP (the host's address) for exec and logs
+address: 0.0.0.0
 port: $PL_PORT
 healthzBindAddress: 127.0.0.1
 healthzPort: $PL_HEALTHZ
@@ -313,6 +325,10 @@ maxPods: 110
 # as a real cluster: without it both warn MissingClusterDNS on every pod sync (events, PATCHes)
 clusterDNS: [10.96.0.10]
 clusterDomain: cluster.local
+# the kubelet API phase's 100 MiB log stays one file on both nodes
+containerLogMaxSize: 400Mi
+authentication:
+  x509: {clientCAFile: $K8S_DIR/pki/ca.crt}
 # as node.sh: thresholds that do not fire on the shared, nearly full disk
 evictionHard: {memory.available: 100Mi, nodefs.available: 1%, imagefs.available: 1%, nodefs.inodesFree: 1%}
 imageGCHighThresholdPercent: 100
@@ -388,7 +404,7 @@ kd="$t/kubelet"; mkdir -p "$kd/root" "$kd/logs"
 cat > "$kd/config.yaml" <<YAML
 apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
-address: 127.0.0.1
+address: 0.0.0.0
 port: $KL_PORT
 healthzBindAddress: 127.0.0.1
 healthzPort: $KL_HEALTHZ
@@ -403,6 +419,7 @@ maxPods: 110
 # as a real cluster: without it both warn MissingClusterDNS on every pod sync (events, PATCHes)
 clusterDNS: [10.96.0.10]
 clusterDomain: cluster.local
+containerLogMaxSize: 400Mi
 evictionHard: {memory.available: 100Mi, nodefs.available: 1%, imagefs.available: 1%, nodefs.inodesFree: 1%}
 imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
@@ -664,6 +681,86 @@ for n in "$PL" "$KL"; do
     "{\"pods\":$MANY,\"window_s\":$w}"
 done
 
+# ---- 4. the kubelet API ----
+declare -A sum50 sum99 sumcpu sumkb ex50 ex99 logs
+if [ "$KAPI" != 0 ]; then
+  PKI="$K8S_DIR/pki"
+  # CPU seconds of a node: picolet alone, or the kubelet and containerd together
+  node_cpu() {
+    if [ "$1" = "$PL" ]; then cpu_seconds "$pl_pid"
+    else awk -v a="$(cpu_seconds "$kl_pid")" -v b="$(cpu_seconds "$ctd_pid")" 'BEGIN { printf "%.2f", a + b }'; fi
+  }
+  for n in "$PL" "$KL"; do
+    port="$PL_PORT"; [ "$n" = "$KL" ] && port="$KL_PORT"
+    get_summary() {
+      curl -sS --fail --max-time 30 -k --cert "$PKI/apiserver-kubelet-client.crt" --key "$PKI/apiserver-kubelet-client.key" \
+        -o "$t/summary-$n.json" -w '%{time_total}\n' "https://127.0.0.1:$port/stats/summary"
+    }
+    get_summary >/dev/null || die "no /stats/summary from $n"   # authorization cached, caches warm
+    jq -e --argjson m "$MANY" '[.pods[] | select(.podRef.namespace == "'"$NS"'")] | length >= $m' \
+      "$t/summary-$n.json" >/dev/null || die "$n's summary lists fewer than $MANY pods of $NS"
+    sumkb[$n]="$(( $(stat -c %s "$t/summary-$n.json") / 1024 ))"
+    c0="$(node_cpu "$n")"
+    secs=""
+    for ((i = 0; i < SUMMARY_RUNS; i++)); do secs+="$(get_summary)"$'\n' || die "/stats/summary from $n failed"; done
+    c1="$(node_cpu "$n")"
+    ms="$(awk '{ printf "%.0f\n", $1 * 1000 }' <<<"${secs%$'\n'}")"
+    sum50[$n]="$(percentile 50 <<<"$ms")" sum99[$n]="$(percentile 99 <<<"$ms")"
+    sumcpu[$n]="$(awk -v a="$c0" -v b="$c1" -v r="$SUMMARY_RUNS" 'BEGIN { printf "%.0f", (b - a) * 1000 / r }')"
+  done
+  for n in "$PL" "$KL"; do
+    tool=picolet tgt="$pl_target"; [ "$n" = "$KL" ] && tool="$kl_tool + $ctd_tool" tgt="$kl_target"
+    emit stats_summary_latency_p50 "${sum50[$n]}" ms "$tool" "$tgt" "{\"pods\":$MANY,\"runs\":$SUMMARY_RUNS,\"response_kib\":${sumkb[$n]}}"
+    emit stats_summary_latency_p99 "${sum99[$n]}" ms "$tool" "$tgt" "{\"pods\":$MANY,\"runs\":$SUMMARY_RUNS}"
+    emit stats_summary_cpu_per_request "${sumcpu[$n]}" ms "$tool" "$tgt" "{\"pods\":$MANY,\"runs\":$SUMMARY_RUNS}"
+  done
+  note "/stats/summary with $MANY pods p50/p99, CPU per request: picolet ${sum50[$PL]}/${sum99[$PL]} ms, ${sumcpu[$PL]} ms; kubelet ${sum50[$KL]}/${sum99[$KL]} ms, ${sumcpu[$KL]} ms"
+
+  note "deleting the $MANY pods of each node"
+  delete_group many 300
+  line=0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmno
+  for n in "$PL" "$KL"; do
+    create_pod "box-$n" "$n" api >/dev/null
+    create_pod "logger-$n" "$n" api "yes $line | head -c $((LOG_MIB << 20)); echo; echo logger-done; trap \"exit 0\" TERM; sleep 86400 & wait" >/dev/null
+  done
+  wait_running box- 2 120
+  wait_running logger- 2 120
+  # the whole log written on both nodes: its last line says so
+  for n in "$PL" "$KL"; do
+    for ((i = 0; i < 600; i++)); do
+      [ "$(k -n "$NS" logs "logger-$n" --tail=1 2>/dev/null)" = logger-done ] && break
+      sleep 0.5
+    done
+    [ "$(k -n "$NS" logs "logger-$n" --tail=1 2>/dev/null)" = logger-done ] || die "logger-$n did not finish its log"
+  done
+  sleep 2
+  for n in "$PL" "$KL"; do : > "$t/exec-$n"; done
+  for ((i = 0; i < EXEC_RUNS; i++)); do
+    for n in "$PL" "$KL"; do
+      t0="$(now_us)"
+      k -n "$NS" exec "box-$n" -- true || die "kubectl exec on $n failed"
+      echo $((($(now_us) - t0) / 1000)) >> "$t/exec-$n"
+    done
+  done
+  for n in "$PL" "$KL"; do
+    ex50[$n]="$(percentile 50 < "$t/exec-$n")" ex99[$n]="$(percentile 99 < "$t/exec-$n")"
+    best=0
+    for _ in 1 2 3; do
+      t0="$(now_us)"
+      bytes="$(k --request-timeout 0 -n "$NS" logs "logger-$n" | wc -c)"
+      us=$(($(now_us) - t0))
+      [ "$bytes" -ge $((LOG_MIB << 20)) ] || die "kubectl logs on $n gave $bytes bytes"
+      best="$(awk -v a="$best" -v b="$bytes" -v us="$us" 'BEGIN { r = b / 1048576 / (us / 1e6); printf "%.1f", (r > a) ? r : a }')"
+    done
+    logs[$n]="$best"
+    tool=picolet tgt="$pl_target"; [ "$n" = "$KL" ] && tool="$kl_tool + $ctd_tool" tgt="$kl_target"
+    emit kubectl_exec_p50 "${ex50[$n]}" ms "$tool" "$tgt" "{\"runs\":$EXEC_RUNS}"
+    emit kubectl_exec_p99 "${ex99[$n]}" ms "$tool" "$tgt" "{\"runs\":$EXEC_RUNS}"
+    emit kubectl_logs_throughput "${logs[$n]}" MiB/s "$tool" "$tgt" "{\"log_mib\":$LOG_MIB}"
+  done
+  note "exec p50/p99: picolet ${ex50[$PL]}/${ex99[$PL]} ms, kubelet ${ex50[$KL]}/${ex99[$KL]} ms; logs: picolet ${logs[$PL]} MiB/s, kubelet ${logs[$KL]} MiB/s"
+fi
+
 # ---- a table for people ----
 mib() { awk -v k="$1" 'BEGIN { printf "%.1f MiB", k / 1024 }'; }
 kb() { awk -v b="$1" 'BEGIN { printf "%.0f KB", b / 1000 }'; }
@@ -688,6 +785,12 @@ verdict() { [ "$1" = true ] && echo PASS || echo FAIL; }
   printf '  %-34s %-24s %s\n' "API requests / min, $MANY pods idle" "$(per_min "${F[many.req_$PL]}" "$w")" "$(per_min "${F[many.req_$KL]}" "$w")"
   printf '  %-34s %-24s %s\n' "bytes / hour, $MANY pods idle" "$(kb "$(per_hour "$((${F[many.up_$PL]} + ${F[many.down_$PL]}))" "$w")")" \
     "$(kb "$(per_hour "$((${F[many.up_$KL]} + ${F[many.down_$KL]}))" "$w")")"
+  if [ "$KAPI" != 0 ]; then
+    printf '  %-34s %-24s %s\n' "/stats/summary, $MANY pods p50 / p99" "${sum50[$PL]} / ${sum99[$PL]} ms" "${sum50[$KL]} / ${sum99[$KL]} ms"
+    printf '  %-34s %-24s %s\n' "  CPU per request; response" "${sumcpu[$PL]} ms; ${sumkb[$PL]} KiB" "${sumcpu[$KL]} ms; ${sumkb[$KL]} KiB"
+    printf '  %-34s %-24s %s\n' "kubectl exec p50 / p99" "${ex50[$PL]} / ${ex99[$PL]} ms" "${ex50[$KL]} / ${ex99[$KL]} ms"
+    printf '  %-34s %-24s %s\n' "kubectl logs, $LOG_MIB MiB log" "${logs[$PL]} MiB/s" "${logs[$KL]} MiB/s"
+  fi
   for n in "$PL" "$KL"; do
     echo "  calls of $n while starting $N pods one at a time: ${F[lat.calls_$n]}"
     echo "  calls of $n in the $N-pod window: ${F[idle.calls_$n]}"
