@@ -257,7 +257,11 @@ pub fn main(a: JoinArgs) -> Result<()> {
         log::info!("picolet stopped ({exit:?})");
         return Ok(());
     }
-    print_next_steps(&a, &cfg);
+    // not println!: a closed stdout must not panic
+    use std::io::Write;
+    let _ = std::io::stdout()
+        .lock()
+        .write_all(next_steps(&a, &cfg).as_bytes());
     Ok(())
 }
 
@@ -356,7 +360,9 @@ fn join(
     }
 }
 
-fn print_next_steps(a: &JoinArgs, cfg: &crate::config::Config) {
+/// How to start picolet with what `join` made: systemd, OpenWrt's init
+/// script (`cross/openwrt`), or a command line.
+fn next_steps(a: &JoinArgs, cfg: &crate::config::Config) -> String {
     let mut args = vec![
         format!("--kubeconfig {}", a.kubeconfig.display()),
         format!(
@@ -396,15 +402,17 @@ fn print_next_steps(a: &JoinArgs, cfg: &crate::config::Config) {
          systemctl enable --now picolet\n{config_note}\n\
          OpenWrt (procd, /etc/config/picolet):\n  \
          uci set picolet.main.kubeconfig={kc}\n  \
+         uci set picolet.main.bootstrap_kubeconfig={bkc}\n  \
          uci set picolet.main.config={config}\n  \
          uci set picolet.main.root_dir={root}\n",
         cfg.node_name,
         kc = a.kubeconfig.display(),
+        bkc = a.bootstrap_kubeconfig.display(),
         config = a.config.display(),
         root = cfg.root_dir.display(),
     );
-    if a.cert_dir.is_some() {
-        out += "  (the init script has no cert dir option: it uses <root_dir>/pki)\n";
+    if let Some(c) = &a.cert_dir {
+        out += &format!("  uci set picolet.main.cert_dir={}\n", c.display());
     }
     if let Some(h) = &a.hostname_override {
         out += &format!("  uci set picolet.main.hostname_override={h}\n");
@@ -412,14 +420,15 @@ fn print_next_steps(a: &JoinArgs, cfg: &crate::config::Config) {
     if let Some(ip) = &a.node_ip {
         out += &format!("  uci set picolet.main.node_ip={ip}\n");
     }
+    if let Some(l) = &a.node_labels {
+        out += &format!("  uci set picolet.main.node_labels={l}\n");
+    }
     out += &format!(
         "  uci commit picolet && /etc/init.d/picolet enable && /etc/init.d/picolet start\n\n\
          or here and now:\n  picolet run --config {} {args}\n",
         a.config.display()
     );
-    // not println!: a closed stdout must not panic
-    use std::io::Write;
-    let _ = std::io::stdout().lock().write_all(out.as_bytes());
+    out
 }
 
 #[cfg(test)]
@@ -441,6 +450,82 @@ mod tests {
             c.static_pod_path.as_deref(),
             Some(Path::new("/etc/picolet/manifests"))
         );
+    }
+
+    /// Every setting the OpenWrt steps name is one the init script reads
+    /// (and turns into its flag) and the shipped config documents.
+    #[test]
+    fn openwrt_steps_name_settings_the_init_script_reads() {
+        use argh::FromArgs;
+        let a = JoinArgs::from_args(
+            &["join"],
+            &[
+                "--server",
+                "https://10.0.0.1:6443",
+                "--token",
+                "abcdef.0123456789abcdef",
+                "--discovery-token-unsafe-skip-ca-verification",
+                "--cert-dir",
+                "/srv/pki",
+                "--hostname-override",
+                "gw-1",
+                "--node-ip",
+                "10.0.0.9",
+                "--node-labels",
+                "site=north",
+                "--root-dir",
+                "/srv/picolet",
+            ],
+        )
+        .unwrap();
+        let cfg = crate::config::Config::new(
+            None,
+            a.root_dir.clone(),
+            Some(a.kubeconfig.clone()),
+            a.hostname_override.clone(),
+            a.node_ip,
+        )
+        .unwrap();
+        let steps = next_steps(&a, &cfg);
+        let init = include_str!("../cross/openwrt/picolet/files/picolet.init");
+        let uci = include_str!("../cross/openwrt/picolet/files/picolet.config");
+        let set: Vec<(&str, &str)> = steps
+            .lines()
+            .filter_map(|l| {
+                l.trim()
+                    .strip_prefix("uci set picolet.main.")?
+                    .split_once('=')
+            })
+            .collect();
+        let names: Vec<&str> = set.iter().map(|(k, _)| *k).collect();
+        for want in [
+            "kubeconfig",
+            "bootstrap_kubeconfig",
+            "config",
+            "root_dir",
+            "cert_dir",
+            "hostname_override",
+            "node_ip",
+            "node_labels",
+        ] {
+            assert!(names.contains(&want), "{want} missing from\n{steps}");
+        }
+        for (k, v) in &set {
+            assert!(
+                init.contains(&format!("config_get {k} main {k}")),
+                "the init script does not read {k}"
+            );
+            assert!(
+                uci.contains(&format!("option {k} ")),
+                "picolet.config lacks {k}"
+            );
+            let flag = format!("--{}", k.replace('_', "-"));
+            if !["config", "root_dir", "node_ip", "kubeconfig"].contains(k) {
+                assert!(init.contains(&flag), "the init script never passes {flag}");
+            }
+            assert!(!v.is_empty(), "{k} has no value");
+        }
+        assert!(steps.contains("uci set picolet.main.cert_dir=/srv/pki"));
     }
 
     #[test]
