@@ -4,7 +4,7 @@
 //! graceful and forced deletion, Jobs, admission, readiness, mirror pods,
 //! and picolet or the apiserver restarting mid-rollout.
 //!
-//! Sync-test numbers 45..=49 and 34..=36; each test has a namespace and a
+//! Sync-test numbers 45..=49; each test has a namespace and a
 //! node of its own, and pins its pods to that node.
 
 mod cluster_support;

@@ -1,11 +1,11 @@
 //! The kubelet API on the secure port, reached the way users reach it:
 //! `kubectl logs/exec/attach/port-forward` and `kubectl get --raw
 //! .../proxy/...` through the real kube-apiserver of `../shared/k8s`
-//! (which dials the node's InternalIP 127.0.0.1 and its own port with the
+//! (which dials the node's InternalIP, the host's address, and its own port with the
 //! apiserver-kubelet-client certificate), plus curl straight at the port
 //! for authentication and authorization.
 //!
-//! Sync-test numbers 14..=19, 29 and 32; each test has a namespace and a
+//! Sync-test numbers 15..=19; each test has a namespace and a
 //! node of its own and pins its pods to that node.
 
 mod cluster_support;
@@ -18,29 +18,32 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use sync_support::{Node, Opts, BUSYBOX};
 
-/// A cluster member with InternalIP 127.0.0.1 (the apiserver dials its
-/// port there for logs, exec, attach and port-forward), trusting the
-/// cluster CA for client certificates. No disk eviction thresholds: the
-/// machine's disk is shared with builds and may be fuller than 85 %.
-///
-/// `nodes/proxy` (`kubectl get --raw /api/v1/nodes/N/proxy/...`) is not
-/// usable with a loopback node address: the apiserver refuses it
-/// ("address not allowed"), and this machine allows no other local
-/// address. Those requests go to the port straight with the apiserver's
-/// own kubelet client certificate instead ([`kubelet_kubectl`]): the
-/// request the apiserver would make.
+/// The address members register with: the host's own (as picolet picks
+/// it), on which the apiserver's `nodes/proxy` works; 127.0.0.1 only
+/// when the host has none (the apiserver refuses to proxy to loopback).
+pub fn member_ip() -> String {
+    match picolet::node::facts::node_ip(None) {
+        Ok(ip) if !ip.is_loopback() => ip.to_string(),
+        _ => "127.0.0.1".into(),
+    }
+}
+
+/// A cluster member listening on all addresses and registered with
+/// [`member_ip`] (the apiserver dials its port there for logs, exec,
+/// attach, port-forward and `nodes/proxy`), trusting the cluster CA for
+/// client certificates.
 pub fn member(n: u32, cp: &ControlPlane, extra: &str) -> Node {
-    let ip = "127.0.0.1";
+    let ip = member_ip();
     let name = format!("sync-node-{n}");
     cp.forget_node(&name);
     let ca = cp.dir.join("pki/ca.crt");
     let opts = Opts {
         kubeconfig: Some(cp.node_kubeconfig(&name)),
         extra: format!(
-            "authentication:\n  x509: {{clientCAFile: {}}}\n{extra}",
+            "address: 0.0.0.0\nauthentication:\n  x509: {{clientCAFile: {}}}\n{extra}",
             ca.display()
         ),
-        args: vec!["--node-ip".into(), ip.into()],
+        args: vec!["--node-ip".into(), ip.clone()],
         ..Opts::default()
     };
     let mut node = Node::new(n, opts);
@@ -56,6 +59,22 @@ pub fn member(n: u32, cp: &ControlPlane, extra: &str) -> Node {
         node.port
     );
     node
+}
+
+/// `kubectl get --raw PATH` of the node's port through the apiserver
+/// (`/api/v1/nodes/N/proxy/PATH`, with the apiserver's kubelet client
+/// certificate); straight to the port with that certificate when the
+/// member has only a loopback address.
+pub fn proxy_get(cp: &ControlPlane, node: &Node, path: &str) -> std::process::Output {
+    if member_ip() == "127.0.0.1" {
+        eprintln!("no host address for nodes/proxy: GET {path} straight to the port");
+        return kubelet_kubectl(cp, node, &["get", "--raw", path]);
+    }
+    cp.kubectl(&[
+        "get",
+        "--raw",
+        &format!("/api/v1/nodes/{}/proxy{path}", node.node_name),
+    ])
 }
 
 /// `kubectl` pointed at the node's port with the apiserver's kubelet
@@ -399,24 +418,15 @@ fn authentication_and_authorization() {
     // The apiserver's kubelet client certificate (system:masters): allowed
     // (its SubjectAccessReview says so).
     let reviews = || sync_support::count_lines(&node.log_path, "SubjectAccessReview");
-    let out = ok(kubelet_kubectl(&cp, &node, &["get", "--raw", "/pods"]));
+    let out = ok(proxy_get(&cp, &node, "/pods"));
     let v: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["kind"], "PodList");
-    let out = ok(kubelet_kubectl(
-        &cp,
-        &node,
-        &["get", "--raw", "/healthz?verbose"],
-    ));
+    let out = ok(proxy_get(&cp, &node, "/healthz?verbose"));
     assert_eq!(
         out,
         "[+]ping ok\n[+]log ok\n[+]syncloop ok\nhealthz check passed\n"
     );
-    let cz: Value = serde_json::from_str(&ok(kubelet_kubectl(
-        &cp,
-        &node,
-        &["get", "--raw", "/configz"],
-    )))
-    .unwrap();
+    let cz: Value = serde_json::from_str(&ok(proxy_get(&cp, &node, "/configz"))).unwrap();
     assert_eq!(cz["kubeletconfig"]["port"], node.port);
 
     // A service account token: TokenReview says who, SubjectAccessReview
@@ -959,7 +969,7 @@ fn stats_and_metrics() {
         wait_for(Duration::from_secs(10), || node.container_pid(&cid)).expect("container pid");
     std::thread::sleep(Duration::from_secs(1));
 
-    let raw = |path: &str| ok(kubelet_kubectl(&cp, &node, &["get", "--raw", path]));
+    let raw = |path: &str| ok(proxy_get(&cp, &node, path));
     let node_cpu = || {
         std::fs::read_to_string("/sys/fs/cgroup/cpuacct/cpuacct.usage")
             .unwrap()
