@@ -7,7 +7,8 @@
 #      and the API requests the nodes sent meanwhile, per pod started (budget: fewer than the
 #      kubelet);
 #   2. API requests per minute and bytes per hour on the wire while those pods sit idle
-#      (BENCH_IDLE window; budget: picolet sends fewer requests than the kubelet);
+#      (BENCH_IDLE window; budget: picolet sends fewer requests than the kubelet), and each
+#      process's own disk writes per hour (/proc/PID/io write_bytes);
 #   3. BENCH_MANY_PODS (110, the default maxPods) pods created at once through the API on each
 #      node in turn: time until all are Running; then VmRSS and CPU over a BENCH_IDLE window with
 #      them (picolet alone, budget <= 16 MiB; kubelet and containerd each and summed; the
@@ -540,6 +541,8 @@ idle_window() {
   w0="$EPOCHREALTIME"
   local c0_pl c0_kl c0_ctd m_pl=0 m_kl=0 m_ctd=0
   c0_pl="$(cpu_seconds "$pl_pid")" c0_kl="$(cpu_seconds "$kl_pid")" c0_ctd="$(cpu_seconds "$ctd_pid")"
+  local w0_pl w0_kl w0_ctd
+  w0_pl="$(write_bytes "$pl_pid")" w0_kl="$(write_bytes "$kl_pid")" w0_ctd="$(write_bytes "$ctd_pid")"
   end_us=$((${w0/./} + IDLE * 1000000))
   while (($(now_us) < end_us)); do
     sleep "$(awk -v l="$((end_us - $(now_us)))" 'BEGIN { l /= 1e6; printf "%.3f", (l > 10 ? 10 : (l > 0 ? l : 0)) }')"
@@ -564,8 +567,15 @@ idle_window() {
     read -r a b r <<<"$x"
     F[$label.cpu_$a]="$(awk -v a="$r" -v b="$(cpu_seconds "$b")" -v w="$win" 'BEGIN { printf "%.2f", (b - a) * 100 / w }')"
   done
+  # disk writes of the process itself (write_bytes: what it made the kernel write to storage)
+  for x in "pl $pl_pid $w0_pl" "kl $kl_pid $w0_kl" "ctd $ctd_pid $w0_ctd"; do
+    read -r a b r <<<"$x"
+    F[$label.wph_$a]="$(per_hour "$(($(write_bytes "$b") - r))" "$win")"
+  done
   traffic "$label" "$w0" "$w1"
 }
+# write_bytes PID: bytes the process has caused to be written to storage so far
+write_bytes() { awk '$1 == "write_bytes:" { print $2 }' "/proc/$1/io"; }
 per_min() { awk -v n="$1" -v w="$2" 'BEGIN { printf "%.2f", n * 60 / w }'; }
 per_hour() { awk -v n="$1" -v w="$2" 'BEGIN { printf "%.0f", n * 3600 / w }'; }
 
@@ -638,6 +648,9 @@ emit api_pods_idle_bytes_per_hour "${F[idle.bph_$PL]}" B/h picolet "$pl_target" 
   "{\"pods\":$N,\"sent_per_hour\":$(per_hour "${F[idle.up_$PL]}" "$w"),\"received_per_hour\":$(per_hour "${F[idle.down_$PL]}" "$w"),\"window_s\":$w,\"budget\":${F[idle.bph_$KL]},\"pass\":$bytes_pass}"
 emit api_pods_idle_bytes_per_hour "${F[idle.bph_$KL]}" B/h "$kl_tool" "$kl_target" \
   "{\"pods\":$N,\"sent_per_hour\":$(per_hour "${F[idle.up_$KL]}" "$w"),\"received_per_hour\":$(per_hour "${F[idle.down_$KL]}" "$w"),\"window_s\":$w}"
+emit api_pods_idle_disk_writes "${F[idle.wph_pl]}" B/h picolet "$pl_target" "{\"pods\":$N,\"window_s\":$w}"
+emit api_pods_idle_disk_writes "$((${F[idle.wph_kl]} + ${F[idle.wph_ctd]}))" B/h "$kl_tool + $ctd_tool" "$kl_target" \
+  "{\"pods\":$N,\"window_s\":$w,\"kubelet\":${F[idle.wph_kl]},\"containerd\":${F[idle.wph_ctd]}}"
 emit api_pods_vmrss "${F[idle.rss_pl]}" KiB picolet "$pl_target" \
   "{\"pods\":$N,\"max_kib\":${F[idle.max_pl]},\"rss_anon_kib\":${F[idle.anon_pl]},\"rss_file_kib\":${F[idle.file_pl]},\"vmhwm_kib\":${F[idle.hwm_pl]}}"
 emit api_pods_vmrss "$((${F[idle.rss_kl]} + ${F[idle.rss_ctd]}))" KiB "$kl_tool + $ctd_tool" "$kl_target" \
@@ -775,6 +788,8 @@ verdict() { [ "$1" = true ] && echo PASS || echo FAIL; }
   printf '  %-34s %-24s %s\n' "API requests per pod start" "$(per_pod "${F[lat.req_$PL]}") $(verdict "$start_pass")" "$(per_pod "${F[lat.req_$KL]}")"
   printf '  %-34s %-24s %s\n' "API requests / min, $N pods idle" "${F[idle.rpm_$PL]} $(verdict "$req_pass")" "${F[idle.rpm_$KL]}"
   printf '  %-34s %-24s %s\n' "bytes / hour, $N pods idle" "$(kb "${F[idle.bph_$PL]}") $(verdict "$bytes_pass")" "$(kb "${F[idle.bph_$KL]}")"
+  printf '  %-34s %-24s %s\n' "disk writes / hour, $N pods idle" "$(kb "${F[idle.wph_pl]}")" \
+    "$(kb "$((${F[idle.wph_kl]} + ${F[idle.wph_ctd]}))") = $(kb "${F[idle.wph_kl]}") + $(kb "${F[idle.wph_ctd]}")"
   printf '  %-34s %-24s %s\n' "VmRSS, $N pods" "$(mib "${F[idle.rss_pl]}")" \
     "$(mib "$((${F[idle.rss_kl]} + ${F[idle.rss_ctd]}))") = $(mib "${F[idle.rss_kl]}") + $(mib "${F[idle.rss_ctd]}")"
   printf '  %-34s %-24s %s\n' "$MANY pods at once -> all Running" "${many_ms[$PL]} ms" "${many_ms[$KL]} ms"
@@ -782,6 +797,8 @@ verdict() { [ "$1" = true ] && echo PASS || echo FAIL; }
     "$(mib "$((${F[many.rss_kl]} + ${F[many.rss_ctd]}))") = $(mib "${F[many.rss_kl]}") + $(mib "${F[many.rss_ctd]}")"
   printf '  %-34s %-24s %s\n' "  picolet anon / file / VmHWM" "$(mib "${F[many.anon_pl]}") / $(mib "${F[many.file_pl]}") / $(mib "${F[many.hwm_pl]}")" ""
   printf '  %-34s %-24s %s\n' "CPU, $MANY pods idle" "${F[many.cpu_pl]} %" "${F[many.cpu_kl]} % + ${F[many.cpu_ctd]} %"
+  printf '  %-34s %-24s %s\n' "disk writes / hour, $MANY pods idle" "$(kb "${F[many.wph_pl]}")" \
+    "$(kb "$((${F[many.wph_kl]} + ${F[many.wph_ctd]}))") = $(kb "${F[many.wph_kl]}") + $(kb "${F[many.wph_ctd]}")"
   printf '  %-34s %-24s %s\n' "API requests / min, $MANY pods idle" "$(per_min "${F[many.req_$PL]}" "$w")" "$(per_min "${F[many.req_$KL]}" "$w")"
   printf '  %-34s %-24s %s\n' "bytes / hour, $MANY pods idle" "$(kb "$(per_hour "$((${F[many.up_$PL]} + ${F[many.down_$PL]}))" "$w")")" \
     "$(kb "$(per_hour "$((${F[many.up_$KL]} + ${F[many.down_$KL]}))" "$w")")"
