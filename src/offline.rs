@@ -342,9 +342,15 @@ impl OfflineStore {
         }
     }
 
+    /// Through a `Value` and [`crate::api::decode`], as every API object
+    /// is decoded: a second deserializer of the large API types (straight
+    /// from bytes) would cost ~150 KiB of binary.
     fn read_json<T: DeserializeOwned>(&self, name: &str) -> Option<T> {
         let b = self.read(name)?;
-        match serde_json::from_slice(&b) {
+        let decoded = serde_json::from_slice::<serde_json::Value>(&b)
+            .map_err(anyhow::Error::from)
+            .and_then(|v| crate::api::decode::<T>(v).map(|d| d.object));
+        match decoded {
             Ok(v) => Some(v),
             Err(e) => {
                 log::warn!("offline state: {name}: {e}; entry ignored");
