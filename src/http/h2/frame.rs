@@ -36,12 +36,15 @@ pub const SETTINGS_MAX_HEADER_LIST_SIZE: u16 = 0x6;
 // Error codes (§7).
 pub const NO_ERROR: u32 = 0x0;
 pub const PROTOCOL_ERROR: u32 = 0x1;
+pub const INTERNAL_ERROR: u32 = 0x2;
 pub const FLOW_CONTROL_ERROR: u32 = 0x3;
 pub const STREAM_CLOSED: u32 = 0x5;
 pub const FRAME_SIZE_ERROR: u32 = 0x6;
 pub const REFUSED_STREAM: u32 = 0x7;
 pub const CANCEL: u32 = 0x8;
 pub const COMPRESSION_ERROR: u32 = 0x9;
+pub const ENHANCE_YOUR_CALM: u32 = 0xb;
+pub const HTTP_1_1_REQUIRED: u32 = 0xd;
 
 /// The protocol's initial flow-control window (§6.9.2).
 pub const DEFAULT_WINDOW: u32 = 65_535;
