@@ -16,6 +16,7 @@
 
 pub mod auth;
 pub mod cert;
+pub mod h2;
 pub mod http1;
 pub mod logs;
 pub mod metrics;
@@ -382,7 +383,11 @@ async fn accept_loop<H: Host + 'static>(
                         Ok(s) => {
                             let tls = s.get_ref().1;
                             let certs = tls.peer_certificates().map(|c| c.to_vec());
-                            serve_conn(s, &ctx, certs, &mut pending).await
+                            if tls.alpn_protocol() == Some(b"h2") {
+                                h2::serve(s, &ctx, certs, &mut pending).await
+                            } else {
+                                serve_conn(s, &ctx, certs, &mut pending).await
+                            }
                         }
                         Err(e) => Err(anyhow::Error::new(e).context("TLS handshake")),
                     }
