@@ -13,6 +13,12 @@
 //! its own connection slot (and is dropped when it dawdles). Streams
 //! (logs, exec, attach, port-forward) apply back-pressure to their source
 //! instead of buffering.
+//!
+//! The secure port also serves HTTP/2 ([`h2`]) to TLS clients that offer
+//! ALPN `h2` (as Go's net/http kubelet does): every endpoint but the
+//! upgrades (exec, attach, port-forward stay HTTP/1.1), with the same
+//! authentication, limits and timeouts. The read-only and healthz ports
+//! are HTTP/1.1 only.
 
 pub mod auth;
 pub mod cert;
