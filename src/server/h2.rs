@@ -45,13 +45,6 @@ const MAX_DATA_FRAME: usize = DEFAULT_MAX_FRAME;
 /// Received window credit goes back in steps of this.
 const CREDIT_STEP: i64 = 16 << 10;
 
-/// A connection error: GOAWAY with this code and message.
-pub type ConnError = (u32, String);
-
-fn proto(msg: &str) -> ConnError {
-    (PROTOCOL_ERROR, msg.to_string())
-}
-
 /// A request to serve, or the reply it gets without being served.
 pub type Opened = (u32, Result<Request, Reply>);
 
@@ -90,7 +83,7 @@ pub struct Core {
     /// A header block still arriving: stream, fragments, END_STREAM.
     continuation: Option<(u32, Vec<u8>, bool)>,
     seen_settings: bool,
-    peer_initial_window: i64,
+    peer_initial_window: u32,
     peer_max_frame: usize,
     send_window: i64,
     recv_window: i64,
@@ -119,7 +112,7 @@ impl Core {
             last_served: 0,
             continuation: None,
             seen_settings: false,
-            peer_initial_window: DEFAULT_WINDOW as i64,
+            peer_initial_window: DEFAULT_WINDOW,
             peer_max_frame: DEFAULT_MAX_FRAME,
             send_window: DEFAULT_WINDOW as i64,
             recv_window: DEFAULT_WINDOW as i64,
@@ -417,7 +410,7 @@ impl Core {
         self.streams.insert(
             id,
             Stream {
-                send_window: self.peer_initial_window,
+                send_window: self.peer_initial_window as i64,
                 recv_window: DEFAULT_WINDOW as i64,
                 recv_unacked: 0,
                 req_done: end,
@@ -452,25 +445,10 @@ impl Core {
                 SETTINGS_HEADER_TABLE_SIZE => self.encoder.set_max_table_size(v as usize),
                 SETTINGS_ENABLE_PUSH if v > 1 => return Err(proto("SETTINGS_ENABLE_PUSH above 1")),
                 SETTINGS_INITIAL_WINDOW_SIZE => {
-                    if v > MAX_WINDOW {
-                        return Err((FLOW_CONTROL_ERROR, "initial window above 2^31-1".into()));
-                    }
-                    // Applies to open streams too (§6.9.2), maybe below 0.
-                    let delta = v as i64 - self.peer_initial_window;
-                    self.peer_initial_window = v as i64;
-                    for s in self.streams.values_mut() {
-                        s.send_window += delta;
-                        if s.send_window > MAX_WINDOW as i64 {
-                            return Err((FLOW_CONTROL_ERROR, "stream window above 2^31-1".into()));
-                        }
-                    }
+                    let windows = self.streams.values_mut().map(|s| &mut s.send_window);
+                    set_initial_window(&mut self.peer_initial_window, v, windows)?;
                 }
-                SETTINGS_MAX_FRAME_SIZE => {
-                    if !(DEFAULT_MAX_FRAME as u32..=MAX_MAX_FRAME).contains(&v) {
-                        return Err(proto("SETTINGS_MAX_FRAME_SIZE out of range"));
-                    }
-                    self.peer_max_frame = v as usize;
-                }
+                SETTINGS_MAX_FRAME_SIZE => self.peer_max_frame = max_frame_size(v)?,
                 _ => {}
             }
         }
@@ -480,18 +458,9 @@ impl Core {
     }
 
     fn on_window_update(&mut self, f: Frame, idle: bool) -> Result<(), ConnError> {
-        if f.payload.len() != 4 {
-            return Err((FRAME_SIZE_ERROR, "WINDOW_UPDATE of wrong size".into()));
-        }
-        let inc = (be32(&f.payload, 0) & 0x7fff_ffff) as i64;
+        let inc = window_increment(&f)?;
         if f.stream == 0 {
-            if inc == 0 {
-                return Err(proto("WINDOW_UPDATE of 0"));
-            }
-            self.send_window += inc;
-            if self.send_window > MAX_WINDOW as i64 {
-                return Err((FLOW_CONTROL_ERROR, "window above 2^31-1".into()));
-            }
+            grow_connection_window(&mut self.send_window, inc)?;
             self.wake_streams();
             return Ok(());
         }

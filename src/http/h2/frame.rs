@@ -176,6 +176,67 @@ pub fn strip_padding_and_priority(f: &Frame) -> Option<&[u8]> {
     Some(&p[..p.len() - pad])
 }
 
+/// A connection error: the GOAWAY code and why.
+pub type ConnError = (u32, String);
+
+pub fn proto(msg: impl Into<String>) -> ConnError {
+    (PROTOCOL_ERROR, msg.into())
+}
+
+/// The increment of a WINDOW_UPDATE (§6.9), its size checked.
+pub fn window_increment(f: &Frame) -> Result<i64, ConnError> {
+    if f.payload.len() != 4 {
+        return Err((FRAME_SIZE_ERROR, "WINDOW_UPDATE of wrong size".into()));
+    }
+    Ok((be32(&f.payload, 0) & 0x7fff_ffff) as i64)
+}
+
+/// Adds a WINDOW_UPDATE on stream 0 to the connection's send window: 0
+/// and overflow are connection errors (§6.9, §6.9.1).
+pub fn grow_connection_window(w: &mut i64, inc: i64) -> Result<(), ConnError> {
+    if inc == 0 {
+        return Err(proto("WINDOW_UPDATE of 0 on the connection"));
+    }
+    *w += inc;
+    if *w > MAX_WINDOW as i64 {
+        return Err((FLOW_CONTROL_ERROR, "connection window above 2^31-1".into()));
+    }
+    Ok(())
+}
+
+/// A new SETTINGS_INITIAL_WINDOW_SIZE: `initial` becomes `v`, and the
+/// change applies to every open stream's send window (§6.9.2), possibly
+/// making one negative.
+pub fn set_initial_window<'a>(
+    initial: &mut u32,
+    v: u32,
+    windows: impl Iterator<Item = &'a mut i64>,
+) -> Result<(), ConnError> {
+    if v > MAX_WINDOW {
+        return Err((
+            FLOW_CONTROL_ERROR,
+            "SETTINGS_INITIAL_WINDOW_SIZE above 2^31-1".into(),
+        ));
+    }
+    let delta = v as i64 - *initial as i64;
+    *initial = v;
+    for w in windows {
+        *w += delta;
+        if *w > MAX_WINDOW as i64 {
+            return Err((FLOW_CONTROL_ERROR, "stream window above 2^31-1".into()));
+        }
+    }
+    Ok(())
+}
+
+/// A SETTINGS_MAX_FRAME_SIZE value, checked (§6.5.2).
+pub fn max_frame_size(v: u32) -> Result<usize, ConnError> {
+    if !(DEFAULT_MAX_FRAME as u32..=MAX_MAX_FRAME).contains(&v) {
+        return Err(proto(format!("SETTINGS_MAX_FRAME_SIZE of {v}")));
+    }
+    Ok(v as usize)
+}
+
 pub fn error_code_name(code: u32) -> String {
     const NAMES: [&str; 14] = [
         "NO_ERROR",
