@@ -1185,17 +1185,8 @@ impl Inner {
     }
 
     fn on_settings(&mut self, f: Frame) -> Result<(), ConnError> {
-        if f.stream != 0 {
-            return Err(proto("SETTINGS on a stream"));
-        }
-        if f.flags & ACK != 0 {
-            if !f.payload.is_empty() {
-                return Err((FRAME_SIZE_ERROR, "SETTINGS ACK with a payload".into()));
-            }
+        let Some(list) = settings_of(&f)? else {
             return Ok(());
-        }
-        let Some(list) = parse_settings(&f.payload) else {
-            return Err((FRAME_SIZE_ERROR, "SETTINGS of wrong size".into()));
         };
         let first = !self.seen_settings;
         self.seen_settings = true;

@@ -183,6 +183,23 @@ pub fn proto(msg: impl Into<String>) -> ConnError {
     (PROTOCOL_ERROR, msg.into())
 }
 
+/// The values of a SETTINGS frame, checked (§6.5); `None` for an ACK.
+pub fn settings_of(f: &Frame) -> Result<Option<Vec<(u16, u32)>>, ConnError> {
+    if f.stream != 0 {
+        return Err(proto("SETTINGS on a stream"));
+    }
+    if f.flags & ACK != 0 {
+        if !f.payload.is_empty() {
+            return Err((FRAME_SIZE_ERROR, "SETTINGS ACK with a payload".into()));
+        }
+        return Ok(None);
+    }
+    match parse_settings(&f.payload) {
+        Some(list) => Ok(Some(list)),
+        None => Err((FRAME_SIZE_ERROR, "SETTINGS of wrong size".into())),
+    }
+}
+
 /// The increment of a WINDOW_UPDATE (§6.9), its size checked.
 pub fn window_increment(f: &Frame) -> Result<i64, ConnError> {
     if f.payload.len() != 4 {
