@@ -5,7 +5,7 @@
 //! apiserver-kubelet-client certificate), plus curl straight at the port
 //! for authentication and authorization.
 //!
-//! Sync-test numbers 15..=19; each test has a namespace and a
+//! Sync-test numbers 15..=19 and 29 (HTTP/2); each test has a namespace and a
 //! node of its own and pins its pods to that node.
 
 mod cluster_support;
@@ -494,6 +494,177 @@ fn authentication_and_authorization() {
     let _ = cp.kubectl(&["delete", "clusterrolebinding", "pl-node-stats"]);
     let _ = cp.kubectl(&["delete", "clusterrole", "pl-node-stats"]);
     let _ = std::fs::remove_dir_all(&other);
+    cp.drop_namespace(ns);
+}
+
+/// curl over HTTP/2 (ALPN h2) at the node's port with `extra` arguments
+/// and the URLs of `paths`: curl's output and its `-v` trace.
+fn curl_h2(port: u16, extra: &[&str], paths: &[&str]) -> (String, String) {
+    let mut c = Command::new("curl");
+    c.args(["-svk", "--http2", "-m", "20"]).args(extra);
+    for p in paths {
+        c.args([
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code} %{http_version} %{num_connects}\n",
+        ])
+        .arg(format!("https://127.0.0.1:{port}{p}"));
+    }
+    let out = c.output().expect("curl");
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The secure port speaks HTTP/2 to clients that offer it (curl with
+/// nghttp2 here; Go's clients are `kubectl get --raw` in
+/// `authentication_and_authorization`): the same endpoints, credentials
+/// and answers as HTTP/1.1, several requests on one connection, a
+/// followed log streamed, and exec refused with HTTP_1_1_REQUIRED so
+/// that the client retries on HTTP/1.1.
+#[test]
+fn http2_on_the_secure_port() {
+    let cp = ControlPlane::shared();
+    let ns = "pl-h2";
+    cp.namespace(ns);
+    let node = member(29, &cp, "");
+    let nn = node.node_name.clone();
+    cp.apply(&pod(
+        "counter",
+        ns,
+        &nn,
+        "Always",
+        "i=0; while true; do echo line $i; i=$((i+1)); sleep 0.1; done",
+        "",
+    ));
+    wait_running(&cp, &node, ns, "counter");
+    let pki = cp.dir.join("pki");
+    let (cert, key) = (
+        pki.join("apiserver-kubelet-client.crt")
+            .display()
+            .to_string(),
+        pki.join("apiserver-kubelet-client.key")
+            .display()
+            .to_string(),
+    );
+    let creds = ["--cert", cert.as_str(), "--key", key.as_str()];
+
+    // No credentials: 401 over HTTP/2, ALPN h2 negotiated.
+    let (out, trace) = curl_h2(node.port, &[], &["/pods"]);
+    assert_eq!(out, "401 2 1\n", "{trace}");
+    assert!(trace.contains("ALPN: server accepted h2"), "{trace}");
+    assert!(trace.contains("using HTTP/2"), "{trace}");
+
+    // A client certificate: the pod list, body and all.
+    let o = Command::new("curl")
+        .args(["-sk", "--http2", "-m", "20"])
+        .args(creds)
+        .args(["-w", "\n%{http_version}"])
+        .arg(format!("https://127.0.0.1:{}/pods", node.port))
+        .output()
+        .unwrap();
+    let text = stdout(&o);
+    let (body, version) = text.rsplit_once('\n').unwrap();
+    assert_eq!(version, "2", "{text}");
+    let v: Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"));
+    assert_eq!(v["kind"], "PodList");
+    assert!(v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|p| p["metadata"]["name"] == "counter"));
+
+    // Every endpoint at once on one connection (curl multiplexes -Z).
+    let logs = format!("/containerLogs/{ns}/counter/main?tailLines=2");
+    let paths = [
+        "/healthz",
+        "/pods",
+        "/runningpods",
+        "/spec",
+        "/configz",
+        "/stats/summary",
+        "/metrics",
+        "/metrics/resource",
+        "/metrics/probes",
+        logs.as_str(),
+        "/healthz",
+        "/pods",
+    ];
+    let mut extra = creds.to_vec();
+    extra.push("-Z");
+    let (out, trace) = curl_h2(node.port, &extra, &paths);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), paths.len(), "{out}\n{trace}");
+    assert!(
+        lines.iter().all(|l| l.starts_with("200 2 ")),
+        "{out}\n{trace}"
+    );
+    let connects: u32 = lines
+        .iter()
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<u32>().unwrap())
+        .sum();
+    assert_eq!(connects, 1, "one connection for all\n{out}\n{trace}");
+
+    // logs -f: lines keep coming, in order, over the stream.
+    let mut child = Command::new("curl")
+        .args(["-sk", "--http2", "-N", "-m", "30"])
+        .args(creds)
+        .arg(format!(
+            "https://127.0.0.1:{}/containerLogs/{ns}/counter/main?follow=true&tailLines=1",
+            node.port
+        ))
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut r = BufReader::new(child.stdout.take().unwrap());
+    let start = Instant::now();
+    let mut seen = Vec::new();
+    while seen.len() < 20 && start.elapsed() < Duration::from_secs(20) {
+        let mut l = String::new();
+        if r.read_line(&mut l).unwrap_or(0) == 0 {
+            break;
+        }
+        seen.extend(numbers(&l));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(seen.len() >= 20, "{seen:?}\n{}", node.log_tail(20));
+    assert!(seen.windows(2).all(|w| w[1] == w[0] + 1), "{seen:?}");
+
+    // exec cannot upgrade over HTTP/2: HTTP_1_1_REQUIRED, and curl
+    // retries on HTTP/1.1, where the missing upgrade headers get 400.
+    let exec = format!("/exec/{ns}/counter/main?command=true&output=1");
+    let (out, trace) = curl_h2(node.port, &creds, &[exec.as_str()]);
+    assert!(trace.contains("HTTP_1_1_REQUIRED"), "{trace}");
+    assert!(out.starts_with("400 1.1"), "{out}\n{trace}");
+
+    // ALPN http/1.1 still gets HTTP/1.1.
+    let o = Command::new("curl")
+        .args(["-svk", "--http1.1", "-m", "10", "-o", "/dev/null"])
+        .args(["-w", "%{http_code} %{http_version}"])
+        .args(creds)
+        .arg(format!("https://127.0.0.1:{}/healthz", node.port))
+        .output()
+        .unwrap();
+    let trace = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(stdout(&o), "200 1.1", "{trace}");
+    assert!(trace.contains("ALPN: server accepted http/1.1"), "{trace}");
+
+    // Still healthy after the cancelled stream.
+    let (out, _) = curl_h2(node.port, &creds, &["/healthz"]);
+    assert_eq!(out, "200 2 1\n");
+
+    // Go's client (kubectl) at the port: it negotiates h2 for plain
+    // requests; through the apiserver, exec upgrades on HTTP/1.1 and logs
+    // come as they did.
+    let out = ok(kubelet_kubectl(&cp, &node, &["get", "--raw", "/healthz"]));
+    assert_eq!(out, "ok");
+    let out = ok(cp.kubectl(&["-n", ns, "exec", "counter", "--", "echo", "via-h1"]));
+    assert_eq!(out, "via-h1\n");
+    let out = ok(cp.kubectl(&["-n", ns, "logs", "counter", "--tail=2"]));
+    assert_eq!(numbers(&out).len(), 2, "{out}");
     cp.drop_namespace(ns);
 }
 

@@ -294,18 +294,72 @@ pub fn pick_container(pod: &Pod, container: &str, previous: bool) -> Result<Stri
 pub type RunningFn<'a> =
     &'a dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + 'a>>;
 
-/// Streams the log at `path` to `io` as a chunked 200 response.
-pub async fn stream<S>(
-    io: &mut S,
-    path: PathBuf,
-    opts: &LogOptions,
-    running: RunningFn<'_>,
-    io_timeout: Duration,
-) -> std::io::Result<()>
+/// Where a streamed log goes: an HTTP/1.1 chunked body ([`Chunked`]) or
+/// an HTTP/2 stream (`super::h2`). Each write waits for the client (the
+/// back-pressure that stops the reader).
+#[allow(async_fn_in_trait)]
+pub trait Sink {
+    /// An error reply instead of the log.
+    async fn reply(&mut self, r: http1::Reply) -> std::io::Result<()>;
+    /// The 200 head (`text/plain`).
+    async fn start(&mut self) -> std::io::Result<()>;
+    /// Body bytes (nothing for an empty slice).
+    async fn data(&mut self, b: &[u8]) -> std::io::Result<()>;
+    /// The end of the body.
+    async fn finish(&mut self) -> std::io::Result<()>;
+    /// Waits up to `d`; true when the client went away meanwhile.
+    async fn gone_within(&mut self, d: Duration) -> bool;
+}
+
+/// An HTTP/1.1 chunked response on a connection that closes after it.
+pub struct Chunked<'a, S> {
+    pub io: &'a mut S,
+    pub io_timeout: Duration,
+}
+
+impl<S> Sink for Chunked<'_, S>
 where
     S: futures_lite::AsyncRead + futures_lite::AsyncWrite + Unpin,
 {
-    use futures_lite::AsyncReadExt;
+    async fn reply(&mut self, r: http1::Reply) -> std::io::Result<()> {
+        http1::write_all(self.io, &http1::encode(&r, false, false), self.io_timeout).await
+    }
+    async fn start(&mut self) -> std::io::Result<()> {
+        let head = http1::chunked_head(200, "text/plain");
+        http1::write_all(self.io, &head, self.io_timeout).await
+    }
+    async fn data(&mut self, b: &[u8]) -> std::io::Result<()> {
+        if b.is_empty() {
+            return Ok(());
+        }
+        let mut chunk = Vec::with_capacity(b.len() + 12);
+        http1::push_chunk(&mut chunk, b);
+        http1::write_all(self.io, &chunk, self.io_timeout).await
+    }
+    async fn finish(&mut self) -> std::io::Result<()> {
+        http1::write_all(self.io, http1::LAST_CHUNK, self.io_timeout).await
+    }
+    async fn gone_within(&mut self, d: Duration) -> bool {
+        use futures_lite::AsyncReadExt;
+        let mut b = [0u8; 1];
+        futures_lite::future::or(
+            async { matches!(self.io.read(&mut b).await, Ok(0) | Err(_)) },
+            async {
+                async_io::Timer::after(d).await;
+                false
+            },
+        )
+        .await
+    }
+}
+
+/// Streams the log at `path` to `out` as a 200 response.
+pub async fn stream<K: Sink>(
+    out: &mut K,
+    path: PathBuf,
+    opts: &LogOptions,
+    running: RunningFn<'_>,
+) -> std::io::Result<()> {
     let p = path.clone();
     let tail = opts.tail_lines;
     let opened = smol::unblock(move || -> std::io::Result<(File, u64)> {
@@ -328,14 +382,13 @@ where
                     path.display().to_string()
                 ),
             );
-            return http1::write_all(io, &http1::encode(&r, false, false), io_timeout).await;
+            return out.reply(r).await;
         }
     };
-    http1::write_all(io, &http1::chunked_head(200, "text/plain"), io_timeout).await?;
+    out.start().await?;
     let mut fmt = Formatter::new(opts);
     let mut pending: Vec<u8> = Vec::new();
-    let mut out: Vec<u8> = Vec::new();
-    let mut chunk: Vec<u8> = Vec::new();
+    let mut text: Vec<u8> = Vec::new();
     let mut last_check = std::time::Instant::now();
     let mut finishing = false;
     loop {
@@ -344,11 +397,9 @@ where
         pending = buf;
         let n = n?;
         if n > 0 {
-            out.clear();
-            let go = drain_lines(&mut pending, &mut fmt, &mut out, false);
-            chunk.clear();
-            http1::push_chunk(&mut chunk, &out);
-            http1::write_all(io, &chunk, io_timeout).await?;
+            text.clear();
+            let go = drain_lines(&mut pending, &mut fmt, &mut text, false);
+            out.data(&text).await?;
             if !go {
                 break;
             }
@@ -356,24 +407,18 @@ where
         }
         // At the end of the file.
         if !opts.follow || finishing {
-            out.clear();
-            drain_lines(&mut pending, &mut fmt, &mut out, true);
-            chunk.clear();
-            http1::push_chunk(&mut chunk, &out);
-            http1::write_all(io, &chunk, io_timeout).await?;
+            text.clear();
+            drain_lines(&mut pending, &mut fmt, &mut text, true);
+            out.data(&text).await?;
             break;
         }
         if rotated(&path, &file) {
             // The old file is read to its end; go on with the new one.
             match File::open(&path) {
                 Ok(f) => {
-                    out.clear();
-                    drain_lines(&mut pending, &mut fmt, &mut out, true);
-                    if !out.is_empty() {
-                        chunk.clear();
-                        http1::push_chunk(&mut chunk, &out);
-                        http1::write_all(io, &chunk, io_timeout).await?;
-                    }
+                    text.clear();
+                    drain_lines(&mut pending, &mut fmt, &mut text, true);
+                    out.data(&text).await?;
                     file = f;
                     continue;
                 }
@@ -390,20 +435,11 @@ where
             }
         }
         // Wait a little, noticing a client that went away meanwhile.
-        let mut b = [0u8; 1];
-        let gone = futures_lite::future::or(
-            async { matches!(io.read(&mut b).await, Ok(0) | Err(_)) },
-            async {
-                async_io::Timer::after(Duration::from_millis(100)).await;
-                false
-            },
-        )
-        .await;
-        if gone {
+        if out.gone_within(Duration::from_millis(100)).await {
             return Ok(());
         }
     }
-    http1::write_all(io, http1::LAST_CHUNK, io_timeout).await
+    out.finish().await
 }
 
 /// Reads up to 64 KiB more onto `buf` on the blocking pool.

@@ -13,9 +13,16 @@
 //! its own connection slot (and is dropped when it dawdles). Streams
 //! (logs, exec, attach, port-forward) apply back-pressure to their source
 //! instead of buffering.
+//!
+//! The secure port also serves HTTP/2 ([`h2`]) to TLS clients that offer
+//! ALPN `h2` (as Go's net/http kubelet does): every endpoint but the
+//! upgrades (exec, attach, port-forward stay HTTP/1.1), with the same
+//! authentication, limits and timeouts. The read-only and healthz ports
+//! are HTTP/1.1 only.
 
 pub mod auth;
 pub mod cert;
+pub mod h2;
 pub mod http1;
 pub mod logs;
 pub mod metrics;
@@ -380,8 +387,13 @@ async fn accept_loop<H: Host + 'static>(
                     let hs = http1::timed(ctx.limits.head_timeout, acc.accept(stream)).await;
                     match hs {
                         Ok(s) => {
-                            let certs = s.get_ref().1.peer_certificates().map(|c| c.to_vec());
-                            serve_conn(s, &ctx, certs, &mut pending).await
+                            let tls = s.get_ref().1;
+                            let certs = tls.peer_certificates().map(|c| c.to_vec());
+                            if tls.alpn_protocol() == Some(b"h2") {
+                                h2::serve(s, &ctx, certs, &mut pending).await
+                            } else {
+                                serve_conn(s, &ctx, certs, &mut pending).await
+                            }
                         }
                         Err(e) => Err(anyhow::Error::new(e).context("TLS handshake")),
                     }
@@ -444,7 +456,6 @@ where
     H: Host + 'static,
 {
     let limits = ctx.limits;
-    let api = ctx.api;
     let mut buf: Vec<u8> = Vec::with_capacity(1024);
     let mut first = true;
     loop {
@@ -483,22 +494,7 @@ where
         if !http1::discard_body(&mut s, &mut buf, req.content_length, limits.io_timeout).await? {
             return Ok(());
         }
-        if api == Api::Secure {
-            let long = matches!(
-                req.path.trim_start_matches('/').split('/').next(),
-                Some("exec" | "attach" | "portForward")
-            ) || (req.path.starts_with("/containerLogs")
-                && req.query.contains("follow=true"));
-            ctx.registry
-                .request(&req.method, &req.path, "readwrite", long);
-        }
-        let action = match &ctx.auth {
-            Some(auth) => match authorize(auth, peer_certs.as_deref(), &req).await {
-                Ok(()) => route(ctx, &req).await,
-                Err(r) => Action::Reply(r),
-            },
-            None => route(ctx, &req).await,
-        };
+        let action = dispatch(ctx, peer_certs.as_deref(), &req).await;
         match action {
             Action::Reply(reply) => {
                 let out = http1::encode(&reply, req.method == "HEAD", req.keep_alive);
@@ -512,18 +508,11 @@ where
                 opts,
                 container_id,
             } => {
-                let host = ctx.host.clone();
-                let running =
-                    move || -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + '_>> {
-                        let host = host.clone();
-                        let id = container_id.clone();
-                        Box::pin(async move {
-                            host.container_status(&id)
-                                .await
-                                .is_ok_and(|st| st.state == ContainerState::Running)
-                        })
-                    };
-                logs::stream(&mut s, path, &opts, &running, limits.io_timeout).await?;
+                let mut out = logs::Chunked {
+                    io: &mut s,
+                    io_timeout: limits.io_timeout,
+                };
+                stream_logs(&ctx.host, &mut out, path, &opts, container_id).await?;
                 return Ok(());
             }
             Action::Command {
@@ -649,8 +638,52 @@ where
     }
 }
 
-/// Authenticates and authorizes a request of the secure port; the 401,
-/// 403 or 500 reply otherwise (upstream's texts).
+/// Counts a request, authenticates and authorizes it (the secure port)
+/// and routes it: the same for HTTP/1.1 and HTTP/2.
+async fn dispatch<H: Host>(
+    ctx: &Ctx<H>,
+    peer: Option<&[CertificateDer<'static>]>,
+    req: &Request,
+) -> Action {
+    if ctx.api == Api::Secure {
+        let long = matches!(
+            req.path.trim_start_matches('/').split('/').next(),
+            Some("exec" | "attach" | "portForward")
+        ) || (req.path.starts_with("/containerLogs")
+            && req.query.contains("follow=true"));
+        ctx.registry
+            .request(&req.method, &req.path, "readwrite", long);
+    }
+    match &ctx.auth {
+        Some(auth) => match authorize(auth, peer, req).await {
+            Ok(()) => route(ctx, req).await,
+            Err(r) => Action::Reply(r),
+        },
+        None => route(ctx, req).await,
+    }
+}
+
+/// Streams a container's log; `follow` ends once the container stops.
+async fn stream_logs<H: Host, K: logs::Sink>(
+    host: &Rc<H>,
+    out: &mut K,
+    path: std::path::PathBuf,
+    opts: &logs::LogOptions,
+    container_id: String,
+) -> std::io::Result<()> {
+    let host = host.clone();
+    let running = move || -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + '_>> {
+        let host = host.clone();
+        let id = container_id.clone();
+        Box::pin(async move {
+            host.container_status(&id)
+                .await
+                .is_ok_and(|st| st.state == ContainerState::Running)
+        })
+    };
+    logs::stream(out, path, opts, &running).await
+}
+
 /// The SPDY/3.1 upgrade: answers 101 with the negotiated stream protocol
 /// (`None` once an error reply went out instead).
 async fn upgrade_spdy<S: AsyncWrite + Unpin>(
@@ -675,6 +708,8 @@ async fn upgrade_spdy<S: AsyncWrite + Unpin>(
     Ok(None)
 }
 
+/// Authenticates and authorizes a request of the secure port; the 401,
+/// 403 or 500 reply otherwise (upstream's texts).
 async fn authorize(
     auth: &auth::Auth,
     peer: Option<&[CertificateDer<'static>]>,

@@ -243,7 +243,9 @@ pub fn server_tls(
             .context("serving certificate and key do not match")?;
         builder.with_cert_resolver(crate::kube::serving::handle().resolver(Some(ck)))
     };
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // As Go's net/http: HTTP/2 when the client offers it; HTTP/1.1 for
+    // the upgrades (exec, attach, port-forward) and clients without ALPN.
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(ServerTls {
         config: Arc::new(config),
         clients,

@@ -459,13 +459,6 @@ fn request_fields(req: &Request, ua: &str) -> Result<Vec<(String, String)>, Erro
 /// A response's status and headers.
 type Head = (u16, Vec<(String, String)>);
 
-/// A connection error: the code for our GOAWAY and why.
-type ConnError = (u32, String);
-
-fn proto(msg: impl Into<String>) -> ConnError {
-    (PROTOCOL_ERROR, msg.into())
-}
-
 struct Stream {
     /// What we may still send (the peer's window for this stream).
     send_window: i64,
@@ -1192,17 +1185,8 @@ impl Inner {
     }
 
     fn on_settings(&mut self, f: Frame) -> Result<(), ConnError> {
-        if f.stream != 0 {
-            return Err(proto("SETTINGS on a stream"));
-        }
-        if f.flags & ACK != 0 {
-            if !f.payload.is_empty() {
-                return Err((FRAME_SIZE_ERROR, "SETTINGS ACK with a payload".into()));
-            }
+        let Some(list) = settings_of(&f)? else {
             return Ok(());
-        }
-        let Some(list) = parse_settings(&f.payload) else {
-            return Err((FRAME_SIZE_ERROR, "SETTINGS of wrong size".into()));
         };
         let first = !self.seen_settings;
         self.seen_settings = true;
@@ -1218,29 +1202,10 @@ impl Inner {
                     saw_max_concurrent = true;
                 }
                 SETTINGS_INITIAL_WINDOW_SIZE => {
-                    if v > MAX_WINDOW {
-                        return Err((
-                            FLOW_CONTROL_ERROR,
-                            "SETTINGS_INITIAL_WINDOW_SIZE above 2^31-1".into(),
-                        ));
-                    }
-                    // The change applies to every open stream (§6.9.2),
-                    // possibly making windows negative.
-                    let delta = v as i64 - self.peer_initial_window as i64;
-                    self.peer_initial_window = v;
-                    for s in self.streams.values_mut() {
-                        s.send_window += delta;
-                        if s.send_window > MAX_WINDOW as i64 {
-                            return Err((FLOW_CONTROL_ERROR, "stream window above 2^31-1".into()));
-                        }
-                    }
+                    let windows = self.streams.values_mut().map(|s| &mut s.send_window);
+                    set_initial_window(&mut self.peer_initial_window, v, windows)?;
                 }
-                SETTINGS_MAX_FRAME_SIZE => {
-                    if !(DEFAULT_MAX_FRAME as u32..=MAX_MAX_FRAME).contains(&v) {
-                        return Err(proto(format!("SETTINGS_MAX_FRAME_SIZE of {v}")));
-                    }
-                    self.peer_max_frame = v as usize;
-                }
+                SETTINGS_MAX_FRAME_SIZE => self.peer_max_frame = max_frame_size(v)?,
                 SETTINGS_MAX_HEADER_LIST_SIZE => self.peer_max_header_list = Some(v),
                 _ => {}
             }
@@ -1318,18 +1283,9 @@ impl Inner {
     }
 
     fn on_window_update(&mut self, f: Frame) -> Result<(), ConnError> {
-        if f.payload.len() != 4 {
-            return Err((FRAME_SIZE_ERROR, "WINDOW_UPDATE of wrong size".into()));
-        }
-        let inc = (be32(&f.payload, 0) & 0x7fff_ffff) as i64;
+        let inc = window_increment(&f)?;
         if f.stream == 0 {
-            if inc == 0 {
-                return Err(proto("WINDOW_UPDATE of 0 on the connection"));
-            }
-            self.send_window += inc;
-            if self.send_window > MAX_WINDOW as i64 {
-                return Err((FLOW_CONTROL_ERROR, "connection window above 2^31-1".into()));
-            }
+            grow_connection_window(&mut self.send_window, inc)?;
             self.wake_all();
             return Ok(());
         }

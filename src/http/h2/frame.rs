@@ -36,12 +36,15 @@ pub const SETTINGS_MAX_HEADER_LIST_SIZE: u16 = 0x6;
 // Error codes (§7).
 pub const NO_ERROR: u32 = 0x0;
 pub const PROTOCOL_ERROR: u32 = 0x1;
+pub const INTERNAL_ERROR: u32 = 0x2;
 pub const FLOW_CONTROL_ERROR: u32 = 0x3;
 pub const STREAM_CLOSED: u32 = 0x5;
 pub const FRAME_SIZE_ERROR: u32 = 0x6;
 pub const REFUSED_STREAM: u32 = 0x7;
 pub const CANCEL: u32 = 0x8;
 pub const COMPRESSION_ERROR: u32 = 0x9;
+pub const ENHANCE_YOUR_CALM: u32 = 0xb;
+pub const HTTP_1_1_REQUIRED: u32 = 0xd;
 
 /// The protocol's initial flow-control window (§6.9.2).
 pub const DEFAULT_WINDOW: u32 = 65_535;
@@ -171,6 +174,84 @@ pub fn strip_padding_and_priority(f: &Frame) -> Option<&[u8]> {
         return None;
     }
     Some(&p[..p.len() - pad])
+}
+
+/// A connection error: the GOAWAY code and why.
+pub type ConnError = (u32, String);
+
+pub fn proto(msg: impl Into<String>) -> ConnError {
+    (PROTOCOL_ERROR, msg.into())
+}
+
+/// The values of a SETTINGS frame, checked (§6.5); `None` for an ACK.
+pub fn settings_of(f: &Frame) -> Result<Option<Vec<(u16, u32)>>, ConnError> {
+    if f.stream != 0 {
+        return Err(proto("SETTINGS on a stream"));
+    }
+    if f.flags & ACK != 0 {
+        if !f.payload.is_empty() {
+            return Err((FRAME_SIZE_ERROR, "SETTINGS ACK with a payload".into()));
+        }
+        return Ok(None);
+    }
+    match parse_settings(&f.payload) {
+        Some(list) => Ok(Some(list)),
+        None => Err((FRAME_SIZE_ERROR, "SETTINGS of wrong size".into())),
+    }
+}
+
+/// The increment of a WINDOW_UPDATE (§6.9), its size checked.
+pub fn window_increment(f: &Frame) -> Result<i64, ConnError> {
+    if f.payload.len() != 4 {
+        return Err((FRAME_SIZE_ERROR, "WINDOW_UPDATE of wrong size".into()));
+    }
+    Ok((be32(&f.payload, 0) & 0x7fff_ffff) as i64)
+}
+
+/// Adds a WINDOW_UPDATE on stream 0 to the connection's send window: 0
+/// and overflow are connection errors (§6.9, §6.9.1).
+pub fn grow_connection_window(w: &mut i64, inc: i64) -> Result<(), ConnError> {
+    if inc == 0 {
+        return Err(proto("WINDOW_UPDATE of 0 on the connection"));
+    }
+    *w += inc;
+    if *w > MAX_WINDOW as i64 {
+        return Err((FLOW_CONTROL_ERROR, "connection window above 2^31-1".into()));
+    }
+    Ok(())
+}
+
+/// A new SETTINGS_INITIAL_WINDOW_SIZE: `initial` becomes `v`, and the
+/// change applies to every open stream's send window (§6.9.2), possibly
+/// making one negative.
+pub fn set_initial_window<'a>(
+    initial: &mut u32,
+    v: u32,
+    windows: impl Iterator<Item = &'a mut i64>,
+) -> Result<(), ConnError> {
+    if v > MAX_WINDOW {
+        return Err((
+            FLOW_CONTROL_ERROR,
+            "SETTINGS_INITIAL_WINDOW_SIZE above 2^31-1".into(),
+        ));
+    }
+    let delta = v as i64 - *initial as i64;
+    *initial = v;
+    for w in windows {
+        *w += delta;
+        if *w > MAX_WINDOW as i64 {
+            return Err((FLOW_CONTROL_ERROR, "stream window above 2^31-1".into()));
+        }
+    }
+    Ok(())
+}
+
+/// A SETTINGS_MAX_FRAME_SIZE value, checked (§6.5.2).
+pub fn max_frame_size(v: u32) -> Result<usize, ConnError> {
+    if !(DEFAULT_MAX_FRAME as u32..=MAX_MAX_FRAME).contains(&v) {
+        return Err(proto(format!("SETTINGS_MAX_FRAME_SIZE of {v}")));
+    }
+    Ok(v as usize)
 }
 
 pub fn error_code_name(code: u32) -> String {

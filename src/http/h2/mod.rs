@@ -5,7 +5,8 @@
 //! - [`request`] (here): one request on a fresh cleartext connection ("h2c
 //!   with prior knowledge", §3.3), what a gRPC unary call needs (the grpc
 //!   probe; upstream dials with insecure credentials).
-//! - `frame` and [`hpack`]: framing and header compression for both.
+//! - [`frame`] and [`hpack`]: framing and header compression for both,
+//!   and for the kubelet port's HTTP/2 server (`crate::server::h2`).
 //!
 //! The one-request client: the connection preface, SETTINGS and their ACK,
 //! one stream (id 1) with HEADERS (HPACK literals, no indexing) and DATA,
@@ -17,7 +18,7 @@
 //! SETTINGS), or priorities. The caller bounds the exchange with a timeout.
 
 pub mod conn;
-mod frame;
+pub mod frame;
 pub mod hpack;
 
 pub use conn::{connect_tls, Body, ConnOptions, Connection};
