@@ -128,6 +128,10 @@ pub struct Formatter {
     timestamps: bool,
     since: Option<i64>,
     left: Option<u64>,
+    /// Log records still to read with `tailLines` and no `follow`: the
+    /// tail's records and no more, though the container writes on
+    /// (upstream's `limitedNum`).
+    records_left: Option<u64>,
 }
 
 impl Formatter {
@@ -136,22 +140,27 @@ impl Formatter {
             timestamps: o.timestamps,
             since: o.since_nanos,
             left: o.limit_bytes,
+            records_left: o.tail_lines.filter(|_| !o.follow),
         }
     }
 
     /// Appends the output of one line to `out`; `false` once the byte
-    /// limit is reached (stop reading).
+    /// or the record limit is reached (stop reading).
     pub fn line(&mut self, line: &[u8], out: &mut Vec<u8>) -> bool {
-        if self.left == Some(0) {
+        if self.left == Some(0) || self.records_left == Some(0) {
             return false;
         }
         let Some(e) = parse_line(line) else {
             log::debug!("container log: skipping a line that is not in the CRI format");
             return true;
         };
+        if let Some(n) = &mut self.records_left {
+            *n -= 1;
+        }
+        let more = self.records_left != Some(0);
         if let Some(since) = self.since {
             if entry_nanos(e.timestamp).is_some_and(|t| t < since) {
-                return true;
+                return more;
             }
         }
         let start = out.len();
@@ -172,7 +181,7 @@ impl Formatter {
             }
             *left -= n;
         }
-        true
+        more
     }
 }
 
@@ -568,6 +577,26 @@ mod tests {
         assert!(!f.line(b"T stdout F defgh", &mut out));
         assert!(!f.line(b"T stdout F x", &mut out));
         assert_eq!(out, b"abc\nde");
+
+        // tailLines without follow: that many records and no more, though
+        // more came after the tail was found; with follow, all of them.
+        let mut out = Vec::new();
+        let mut f = Formatter::new(&LogOptions {
+            tail_lines: Some(2),
+            ..Default::default()
+        });
+        assert!(f.line(b"T stdout F one", &mut out));
+        assert!(f.line(b"garbage", &mut out));
+        assert!(!f.line(b"T stdout F two", &mut out));
+        assert!(!f.line(b"T stdout F written-since", &mut out));
+        assert_eq!(out, b"one\ntwo\n");
+        let mut f = Formatter::new(&LogOptions {
+            tail_lines: Some(1),
+            follow: true,
+            ..Default::default()
+        });
+        assert!(f.line(b"T stdout F a", &mut out));
+        assert!(f.line(b"T stdout F b", &mut out));
     }
 
     #[test]
