@@ -49,6 +49,11 @@ pub trait Host {
     fn sync_loop_health(&self) -> Result<(), String>;
     /// The pods bound to this node, each with its current status (`/pods`).
     fn pods(&self) -> Vec<Pod>;
+    /// `/pods` as JSON: a `PodList` of [`Host::pods`]. The agent writes it
+    /// from its stored pods and statuses without copying each pod first.
+    fn pods_json(&self) -> Result<Vec<u8>> {
+        pod_list_json(self.pods())
+    }
     /// What the runtime runs (`/runningpods`); [`running_pods`] builds the
     /// list from the runtime's sandboxes and containers.
     async fn running_pods(&self) -> Result<Vec<Pod>>;
@@ -747,7 +752,7 @@ async fn route<H: Host>(ctx: &Ctx<H>, h: &Request) -> Action {
                 return Action::Reply(r);
             }
             Action::Reply(match first {
-                "pods" => match pod_list_json(host.pods()) {
+                "pods" => match host.pods_json() {
                     Ok(b) => Reply::json(b),
                     Err(e) => Reply::text(500, format!("{e:#}\n")),
                 },
