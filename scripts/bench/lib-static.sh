@@ -43,16 +43,31 @@ picolet:
 YAML
   bin="$(bench_picolet)"
   target="$(bench_target_of "$bin")"
+  static_node_launch
+  on_exit static_node_stop
+  static_node_wait
+}
+
+# static_node_restart: starts picolet again on the same root (after the caller killed it),
+# e.g. to measure it adopting running pods; $pid becomes the new one.
+static_node_restart() {
+  static_node_launch
+  static_node_wait
+}
+
+static_node_launch() {
   if [ "${STATIC_LOG_PIPE:-0}" = 1 ]; then
     # cat writes the log, not picolet; $! stays picolet's pid.
     "$bin" run --config "$p/config.yaml" --root-dir "$p/root" --hostname-override "$NODE" \
-      > >(cat > "$p/log") 2>&1 &
+      > >(cat >> "$p/log") 2>&1 &
   else
     "$bin" run --config "$p/config.yaml" --root-dir "$p/root" --hostname-override "$NODE" \
-      >"$p/log" 2>&1 &
+      >>"$p/log" 2>&1 &
   fi
   pid=$!
-  on_exit static_node_stop
+}
+
+static_node_wait() {
   for _ in $(seq 100); do
     curl -sf "http://127.0.0.1:$HEALTHZ/healthz" >/dev/null 2>&1 && break
     alive; sleep 0.1

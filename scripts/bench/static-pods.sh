@@ -5,8 +5,11 @@
 #   2. picolet's RSS and CPU with those pods idle for STATIC_IDLE_SECONDS (default 300);
 #   3. STATIC_MORE_PODS more pods written at once (default 80, to 110 = maxPods): time until all
 #      run, then RSS and CPU idle again (budget VmRSS <= 12 MiB with 110 pods; shims not counted,
-#      their total RSS and PSS are reported beside).
-#   usage: scripts/bench/static-pods.sh        (~12 min with the defaults)
+#      their total RSS and PSS are reported beside);
+#   4. picolet killed (SIGKILL: pods keep running) and started again with the same pods: time
+#      until it reports them all Running again, then RSS and CPU idle again (same budget:
+#      adopting pods is the other way to 110). STATIC_RESTART=0 skips it.
+#   usage: scripts/bench/static-pods.sh        (~17 min with the defaults)
 # The busybox test image is imported offline (no pulls are measured here: see pull.sh).
 # picolet runs from the x86_64 static release binary (PICOLET_BIN to override) on a temp root
 # with its own ports, bridge (plbench0, 10.86.0.0/24), runtime namespace and cgroup root; pods
@@ -17,6 +20,7 @@ need file curl skopeo containerd-shim-runc-v2 runc
 
 N="${STATIC_PODS:-30}"
 MORE="${STATIC_MORE_PODS:-80}"
+RESTART="${STATIC_RESTART:-1}"
 IDLE="${STATIC_IDLE_SECONDS:-300}"
 P99_BUDGET_MS=1000
 RSS_BUDGET_KB=$((12 * 1024))
@@ -61,18 +65,18 @@ idle() {
     local ok=false; [ "$rss" -le "$budget" ] && ok=true
     extra="{\"pods\":$n,\"budget\":$budget,\"pass\":$ok}"
   fi
-  emit "idle_vmrss_${n}_pods" "$rss" KiB picolet "$target" "$extra"
-  emit "idle_vmhwm_${n}_pods" "$(hwm_kb "$pid")" KiB picolet "$target" "{\"pods\":$n}"
-  emit "idle_cpu_percent_${n}_pods" "$(awk -v a="$c0" -v b="$c1" -v w="$IDLE" 'BEGIN { printf "%.2f", (b - a) * 100 / w }')" \
+  emit "idle_vmrss_${n}_pods${IDLE_TAG:-}" "$rss" KiB picolet "$target" "$extra"
+  emit "idle_vmhwm_${n}_pods${IDLE_TAG:-}" "$(hwm_kb "$pid")" KiB picolet "$target" "{\"pods\":$n}"
+  emit "idle_cpu_percent_${n}_pods${IDLE_TAG:-}" "$(awk -v a="$c0" -v b="$c1" -v w="$IDLE" 'BEGIN { printf "%.2f", (b - a) * 100 / w }')" \
     "%" picolet "$target" "{\"pods\":$n,\"window_s\":$IDLE}"
   # the shims of this run: their socket paths carry the runtime namespace
   for spid in $(pgrep -f 'containerd-shim-runc-v2 .*-namespace picolet-bench' || true); do
     s="$(awk '/^Rss:/ {r=$2} /^Pss:/ {q=$2} END {print r+0, q+0}' "/proc/$spid/smaps_rollup" 2>/dev/null)" || continue
     shim_rss=$((shim_rss + ${s% *})); shim_pss=$((shim_pss + ${s#* }))
   done
-  emit "shims_rss_${n}_pods" "$shim_rss" KiB containerd-shim-runc-v2 "$(bench_target_of "$(command -v containerd-shim-runc-v2)")" "{\"pods\":$n}"
-  emit "shims_pss_${n}_pods" "$shim_pss" KiB containerd-shim-runc-v2 "$(bench_target_of "$(command -v containerd-shim-runc-v2)")" "{\"pods\":$n}"
-  note "$n pods: picolet VmRSS $rss KiB, shims RSS $shim_rss KiB / PSS $shim_pss KiB"
+  emit "shims_rss_${n}_pods${IDLE_TAG:-}" "$shim_rss" KiB containerd-shim-runc-v2 "$(bench_target_of "$(command -v containerd-shim-runc-v2)")" "{\"pods\":$n}"
+  emit "shims_pss_${n}_pods${IDLE_TAG:-}" "$shim_pss" KiB containerd-shim-runc-v2 "$(bench_target_of "$(command -v containerd-shim-runc-v2)")" "{\"pods\":$n}"
+  note "$n pods${IDLE_TAG:-}: picolet VmRSS $rss KiB, shims RSS $shim_rss KiB / PSS $shim_pss KiB"
 }
 idle "$N"
 
@@ -90,4 +94,20 @@ if [ "$MORE" -gt 0 ]; then
   emit burst_all_running "$(( $(now_ms) - t0 ))" ms picolet "$target" "{\"pods\":$MORE,\"already_running\":$N}"
   note "$MORE pods written at once all running after $(( $(now_ms) - t0 )) ms"
   idle "$total" "$RSS_BUDGET_KB"
+fi
+
+# ---- 4. restart: the new picolet adopts the running pods ----
+if [ "$RESTART" = 1 ]; then
+  note "killing picolet (pods keep running) and starting it again"
+  kill -KILL "$pid"; wait "$pid" 2>/dev/null || true
+  t0="$(now_ms)"
+  static_node_restart
+  until [ "$(running_count 2>/dev/null || echo 0)" = "$total" ]; do
+    alive
+    (( $(now_ms) - t0 < 600000 )) || die "$total pods not all running 10 min after the restart ($(running_count) are)"
+    sleep 0.2
+  done
+  emit restart_all_running "$(( $(now_ms) - t0 ))" ms picolet "$target" "{\"pods\":$total}"
+  note "after the restart all $total pods reported running after $(( $(now_ms) - t0 )) ms"
+  IDLE_TAG=_restarted idle "$total" "$RSS_BUDGET_KB"
 fi

@@ -84,6 +84,12 @@ impl<R: Runtime> crate::server::Host for LocalApi<R> {
     fn pods(&self) -> Vec<crate::api::core::Pod> {
         self.status.borrow().pods()
     }
+    fn pods_json(&self) -> Result<Vec<u8>> {
+        self.status
+            .borrow()
+            .pod_list_json()
+            .context("encode PodList")
+    }
     async fn running_pods(&self) -> Result<Vec<crate::api::core::Pod>> {
         let sandboxes = self.runtime.list_pod_sandboxes().await?;
         let containers = self

@@ -418,9 +418,10 @@ impl<R: CommandRunner + 'static> ProbeManager<R> {
     /// Starts workers for every probe of the pod's containers and sidecars
     /// (init containers with `restartPolicy: Always`). Existing workers are
     /// kept; probe parameters are not updated (as upstream).
-    pub fn add_pod(&self, pod: &Pod) {
+    pub fn add_pod(&self, pod_rc: &Rc<Pod>) {
+        let pod: &Pod = pod_rc;
         let uid = pod_uid(pod);
-        let pod_rc = Rc::new(pod.clone());
+        // The caller's shared copy, not one more per pod.
         let mut st = self.inner.state.borrow_mut();
         st.pods
             .entry(uid.clone())

@@ -297,8 +297,8 @@ fn manager_runs_workers_and_announces_changes() {
                 "livenessProbe": {"exec": {"command": ["check"]}, "periodSeconds": 1, "failureThreshold": 2}}]}
         }))
         .unwrap();
-        m.add_pod(&p);
-        m.add_pod(&p);
+        m.add_pod(&Rc::new(p.clone()));
+        m.add_pod(&Rc::new(p.clone()));
         assert_eq!(m.worker_count(), 2);
         let updates = m.updates();
         m.update_pod_status("u1", &status("a", running(0), true));
@@ -353,7 +353,7 @@ fn young_manager_jitters_the_first_probe() {
                 "readinessProbe": {"exec": {"command": ["check"]}, "periodSeconds": 2}}]}
         }))
         .unwrap();
-        m.add_pod(&p);
+        m.add_pod(&Rc::new(p.clone()));
         m.update_pod_status("u1", &status("a", running(0), true));
         // Triggers queue behind the jitter; within one period the probe has run.
         Timer::after(Duration::from_millis(2300)).await;

@@ -56,6 +56,11 @@ pub trait Host {
     fn sync_loop_health(&self) -> Result<(), String>;
     /// The pods bound to this node, each with its current status (`/pods`).
     fn pods(&self) -> Vec<Pod>;
+    /// `/pods` as JSON: a `PodList` of [`Host::pods`]. The agent writes it
+    /// from its stored pods and statuses without copying each pod first.
+    fn pods_json(&self) -> Result<Vec<u8>> {
+        pod_list_json(self.pods())
+    }
     /// What the runtime runs (`/runningpods`); [`running_pods`] builds the
     /// list from the runtime's sandboxes and containers.
     async fn running_pods(&self) -> Result<Vec<Pod>>;
@@ -782,7 +787,7 @@ async fn route<H: Host>(ctx: &Ctx<H>, h: &Request) -> Action {
                 return Action::Reply(r);
             }
             Action::Reply(match first {
-                "pods" => match pod_list_json(host.pods()) {
+                "pods" => match host.pods_json() {
                     Ok(b) => Reply::json(b),
                     Err(e) => Reply::text(500, format!("{e:#}\n")),
                 },
@@ -1255,14 +1260,26 @@ pub fn configz(k: &crate::config::KubeletConfig) -> serde_json::Value {
 }
 
 /// `{"kind":"PodList","apiVersion":"v1","metadata":{},"items":[…]}`
+/// Written straight to bytes: a `serde_json::Value` of 110 pods first
+/// would cost a few MiB of short-lived heap per request.
 pub fn pod_list_json(items: Vec<Pod>) -> Result<Vec<u8>> {
-    let list = serde_json::json!({
-        "kind": "PodList",
-        "apiVersion": "v1",
-        "metadata": {},
-        "items": items,
-    });
-    serde_json::to_vec(&list).context("encode PodList")
+    #[derive(serde::Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct PodList {
+        kind: &'static str,
+        api_version: &'static str,
+        metadata: Empty,
+        items: Vec<Pod>,
+    }
+    #[derive(serde::Serialize)]
+    struct Empty {}
+    serde_json::to_vec(&PodList {
+        kind: "PodList",
+        api_version: "v1",
+        metadata: Empty {},
+        items,
+    })
+    .context("encode PodList")
 }
 
 /// The pods the runtime runs, as upstream's `GetRunningPods` shows them:

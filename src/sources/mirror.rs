@@ -69,7 +69,7 @@ pub fn mirror_of(stat: &Pod, node_name: &str, node_uid: &str) -> Pod {
 
 /// What to do so every static pod has exactly one current mirror. Pure.
 pub fn actions(
-    statics: &[Pod],
+    statics: &[Rc<Pod>],
     mirrors: &[Rc<Pod>],
     node_name: &str,
     node_uid: &str,
@@ -119,7 +119,7 @@ pub async fn run(
         // across the awaits below while the pod watch writes the store.
         let synced = api.borrow().synced();
         if let (true, Some(uid)) = (synced, uid) {
-            let statics: Vec<Pod> = {
+            let statics: Vec<Rc<Pod>> = {
                 let cfg = config.borrow();
                 [FILE_SOURCE, HTTP_SOURCE]
                     .iter()
@@ -231,7 +231,10 @@ mod tests {
 
     #[test]
     fn creates_replaces_and_deletes() {
-        let statics = vec![stat("a-n1", "h1"), stat("b-n1", "h2"), stat("c-n1", "h3")];
+        let statics: Vec<Rc<Pod>> = [stat("a-n1", "h1"), stat("b-n1", "h2"), stat("c-n1", "h3")]
+            .into_iter()
+            .map(Rc::new)
+            .collect();
         let mut gone = (*mirror("c-n1", "h3", "m3")).clone();
         gone.metadata.deletion_timestamp = Some(crate::api::meta::Time(jiff::Timestamp::now()));
         let mirrors = vec![

@@ -72,19 +72,21 @@ pub enum Op {
     Reconcile,
 }
 
-/// A change to some pods of one source.
+/// A change to some pods of one source. The pods are the ones
+/// [`PodConfig`] stores: the sync loop, workers, status and probes share
+/// them rather than each keeping a copy.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PodUpdate {
     pub op: Op,
     pub source: &'static str,
-    pub pods: Vec<Pod>,
+    pub pods: Vec<Rc<Pod>>,
 }
 
 /// The merged desired state of every source (upstream's podStorage).
 #[derive(Debug, Default)]
 pub struct PodConfig {
     /// source → pod UID → pod as last delivered
-    pods: BTreeMap<&'static str, BTreeMap<String, Pod>>,
+    pods: BTreeMap<&'static str, BTreeMap<String, Rc<Pod>>>,
     /// Sources that have sent at least one snapshot.
     seen: BTreeSet<&'static str>,
 }
@@ -92,11 +94,11 @@ pub struct PodConfig {
 /// The per-pod differences between two snapshots of one source.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Diff {
-    pub adds: Vec<Pod>,
-    pub updates: Vec<Pod>,
-    pub deletes: Vec<Pod>,
-    pub removes: Vec<Pod>,
-    pub reconciles: Vec<Pod>,
+    pub adds: Vec<Rc<Pod>>,
+    pub updates: Vec<Rc<Pod>>,
+    pub deletes: Vec<Rc<Pod>>,
+    pub removes: Vec<Rc<Pod>>,
+    pub reconciles: Vec<Rc<Pod>>,
 }
 
 impl PodConfig {
@@ -151,7 +153,7 @@ impl PodConfig {
     }
 
     /// Every pod of every source.
-    pub fn pods(&self) -> Vec<Pod> {
+    pub fn pods(&self) -> Vec<Rc<Pod>> {
         self.pods
             .values()
             .flat_map(|m| m.values().cloned())
@@ -159,7 +161,7 @@ impl PodConfig {
     }
 
     /// The pods of one source.
-    pub fn source_pods(&self, source: &str) -> Vec<Pod> {
+    pub fn source_pods(&self, source: &str) -> Vec<Rc<Pod>> {
         self.pods
             .get(source)
             .map(|m| m.values().cloned().collect())
@@ -185,10 +187,10 @@ pub fn pod_full_name(p: &Pod) -> String {
 /// per-pod changes. Pure.
 pub fn diff_snapshot(
     source: &'static str,
-    old: &BTreeMap<String, Pod>,
+    old: &BTreeMap<String, Rc<Pod>>,
     pods: Vec<Pod>,
     now: Timestamp,
-) -> (BTreeMap<String, Pod>, Diff) {
+) -> (BTreeMap<String, Rc<Pod>>, Diff) {
     let mut diff = Diff::default();
     let mut new = BTreeMap::new();
     for mut pod in filter_duplicates(source, pods) {
@@ -199,20 +201,27 @@ pub fn diff_snapshot(
         let key = uid(&pod).to_string();
         match old.get(&key) {
             Some(existing) => {
-                let mut existing = existing.clone();
-                match check_and_update(&mut existing, pod) {
-                    Change::Update => diff.updates.push(existing.clone()),
-                    Change::Reconcile => diff.reconciles.push(existing.clone()),
-                    Change::GracefulDelete => diff.deletes.push(existing.clone()),
-                    Change::None => {}
-                }
-                new.insert(key, existing);
+                let mut changed = (**existing).clone();
+                let list = match check_and_update(&mut changed, pod) {
+                    Change::Update => &mut diff.updates,
+                    Change::Reconcile => &mut diff.reconciles,
+                    Change::GracefulDelete => &mut diff.deletes,
+                    Change::None => {
+                        // Unchanged: everyone keeps sharing the stored copy.
+                        new.insert(key, existing.clone());
+                        continue;
+                    }
+                };
+                let changed = Rc::new(changed);
+                list.push(changed.clone());
+                new.insert(key, changed);
             }
             None => {
                 pod.metadata
                     .annotations
                     .get_or_insert_with(Default::default)
                     .insert(CONFIG_SEEN.into(), seen_timestamp(now));
+                let pod = Rc::new(pod);
                 diff.adds.push(pod.clone());
                 new.insert(key, pod);
             }
@@ -341,7 +350,7 @@ pub async fn run_merger(
                 "pod config: {:?} from {}: {:?}",
                 u.op,
                 u.source,
-                u.pods.iter().map(pod_full_name).collect::<Vec<_>>()
+                u.pods.iter().map(|p| pod_full_name(p)).collect::<Vec<_>>()
             );
             if updates.send(u).await.is_err() {
                 return;

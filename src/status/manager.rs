@@ -209,6 +209,57 @@ impl StatusManager {
             .collect()
     }
 
+    /// `/pods` as JSON bytes, the same as [`pod_list`] of [`Self::pods`]
+    /// but written from the stored pods and statuses: no copy of each pod.
+    pub fn pod_list_json(&self) -> serde_json::Result<Vec<u8>> {
+        use serde::ser::{SerializeSeq, SerializeStruct};
+        /// A pod with its stored status, serialized as k8s-openapi does.
+        struct View<'a>(&'a Pod, Option<&'a PodStatus>);
+        impl serde::Serialize for View<'_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                let (p, status) = (self.0, self.1.or(self.0.status.as_ref()));
+                let n = 3 + usize::from(p.spec.is_some()) + usize::from(status.is_some());
+                let mut st = s.serialize_struct("Pod", n)?;
+                st.serialize_field("apiVersion", "v1")?;
+                st.serialize_field("kind", "Pod")?;
+                st.serialize_field("metadata", &p.metadata)?;
+                if let Some(spec) = &p.spec {
+                    st.serialize_field("spec", spec)?;
+                }
+                if let Some(status) = status {
+                    st.serialize_field("status", status)?;
+                }
+                st.end()
+            }
+        }
+        struct Items<'a>(&'a StatusManager);
+        impl serde::Serialize for Items<'_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                let mut seq = s.serialize_seq(None)?;
+                for e in self.0.pods.values().filter(|e| e.desired) {
+                    seq.serialize_element(&View(&e.pod, e.status.as_ref()))?;
+                }
+                seq.end()
+            }
+        }
+        #[derive(serde::Serialize)]
+        #[serde(rename_all = "camelCase")]
+        struct List<'a> {
+            kind: &'static str,
+            api_version: &'static str,
+            metadata: Empty,
+            items: Items<'a>,
+        }
+        #[derive(serde::Serialize)]
+        struct Empty {}
+        serde_json::to_vec(&List {
+            kind: "PodList",
+            api_version: "v1",
+            metadata: Empty {},
+            items: Items(self),
+        })
+    }
+
     /// `/pods`: a v1 `PodList`.
     pub fn pod_list(&self) -> Value {
         pod_list(self.pods())
@@ -302,5 +353,23 @@ mod tests {
         assert!(m.status("u1").is_some());
         m.forget("u1");
         assert!(m.status("u1").is_none());
+    }
+
+    #[test]
+    fn pod_list_json_writes_what_the_copies_would() {
+        let mut m = StatusManager::new();
+        m.set_pod(pod("u1"));
+        m.set_pod(pod("u2"));
+        let mut own = (*pod("u3")).clone();
+        own.status = Some(status("Pending", 5));
+        m.set_pod(Rc::new(own));
+        m.set_pod(pod("u4"));
+        m.set_status("u1", status("Running", 1));
+        m.set_status("u3", status("Running", 7));
+        m.remove_pod("u4");
+        assert_eq!(
+            m.pod_list_json().unwrap(),
+            crate::server::pod_list_json(m.pods()).unwrap()
+        );
     }
 }

@@ -215,7 +215,21 @@ pub struct Kubelet<R: Runtime, I: Images> {
     recorder: RefCell<Rc<dyn Recorder>>,
     /// Tells the sync loop that a worker finished a step (timers changed).
     wake: smol::channel::Sender<()>,
+    /// Bounds the SyncPods running at once (see [`SYNC_SLOTS`]).
+    sync_slots: std::sync::Arc<smol::lock::Semaphore>,
+    /// The slots held, by pod UID (one worker per UID), so that a sync can
+    /// give its slot back while it waits for an image pull.
+    sync_slots_held: RefCell<BTreeMap<String, smol::lock::SemaphoreGuardArc>>,
 }
+
+/// SyncPods running at once. A burst (many manifests written at once, or
+/// a restart adopting every pod) otherwise runs them all together: their
+/// futures and status work add up to several MiB of heap at the peak,
+/// which musl's allocator keeps afterwards. Syncs mostly wait on the shim
+/// and runc, so a few at a time keep the machine as busy. Termination is
+/// not bounded (a grace period must not wait for a slot), nor are image
+/// pulls (the slot is given back while one runs).
+pub const SYNC_SLOTS: usize = 8;
 
 fn uid(pod: &Pod) -> &str {
     pod.metadata.uid.as_deref().unwrap_or("")
@@ -325,6 +339,8 @@ impl<R: Runtime + 'static, I: Images + 'static> Kubelet<R, I> {
             admission: RefCell::new(None),
             recorder: RefCell::new(Rc::new(crate::events::NoopRecorder)),
             wake,
+            sync_slots: std::sync::Arc::new(smol::lock::Semaphore::new(SYNC_SLOTS)),
+            sync_slots_held: RefCell::new(BTreeMap::new()),
         })
     }
 
@@ -432,7 +448,18 @@ impl<R: Runtime + 'static, I: Images + 'static> Kubelet<R, I> {
         loop {
             let next = self.workers.borrow_mut().next_work(&uid);
             let Some(work) = next else { break };
-            let outcome = self.run_work(&work).await;
+            let outcome = if let Work::Sync(_) = work {
+                self.sync_slot(&uid).await;
+                // Boxed: the step's future (~17 KiB) is freed when the step
+                // ends. A task's allocation lives as long as any waker of it
+                // does, and massif showed ended workers' tasks kept after a
+                // burst: those now hold a few hundred bytes each.
+                let o = Box::pin(self.run_work(&work)).await;
+                self.sync_slots_held.borrow_mut().remove(&uid);
+                o
+            } else {
+                Box::pin(self.run_work(&work)).await
+            };
             if matches!(work, Work::Terminated(_)) && outcome == Outcome::Done {
                 // Stopped and released: an API pod marked for deletion may
                 // now be deleted for good.
@@ -444,6 +471,12 @@ impl<R: Runtime + 'static, I: Images + 'static> Kubelet<R, I> {
             }
             let _ = self.wake.try_send(());
         }
+    }
+
+    /// Waits for a sync slot for the pod and holds it until the sync ends.
+    async fn sync_slot(&self, uid: &str) {
+        let g = self.sync_slots.acquire_arc().await;
+        self.sync_slots_held.borrow_mut().insert(uid.to_string(), g);
     }
 
     async fn run_work(self: &Rc<Self>, work: &Work) -> Outcome {
@@ -478,27 +511,34 @@ impl<R: Runtime + 'static, I: Images + 'static> Kubelet<R, I> {
     /// Everything the runtime has for the pod (upstream `GetPodStatus`).
     pub async fn pod_runtime_status(&self, pod: &Pod) -> anyhow::Result<PodRuntimeStatus> {
         let id = uid(pod);
+        // Only this pod's ids are kept across the status calls below: the
+        // whole node's lists held by every pod syncing at once add up.
+        let all = self.runtime.list_pod_sandboxes().await?;
+        let ids: Vec<String> = all
+            .into_iter()
+            .filter(|s| s.metadata.uid == id)
+            .map(|s| s.id)
+            .collect();
         let mut sandboxes = Vec::new();
-        for s in self.runtime.list_pod_sandboxes().await? {
-            if s.metadata.uid != id {
-                continue;
-            }
-            match self.runtime.pod_sandbox_status(&s.id).await {
+        for s in ids {
+            match self.runtime.pod_sandbox_status(&s).await {
                 Ok(st) => sandboxes.push(st),
                 Err(RuntimeError::NotFound(_)) => {}
                 Err(e) => return Err(e.into()),
             }
         }
-        let mut containers = Vec::new();
-        for c in self
+        let all = self
             .runtime
             .list_containers(&ContainerFilter::default())
-            .await?
-        {
-            if c.labels.get(keys::POD_UID).map(String::as_str) != Some(id) {
-                continue;
-            }
-            match self.runtime.container_status(&c.id).await {
+            .await?;
+        let ids: Vec<String> = all
+            .into_iter()
+            .filter(|c| c.labels.get(keys::POD_UID).map(String::as_str) == Some(id))
+            .map(|c| c.id)
+            .collect();
+        let mut containers = Vec::new();
+        for c in ids {
+            match self.runtime.container_status(&c).await {
                 Ok(st) => containers.push(st),
                 Err(RuntimeError::NotFound(_)) => {}
                 Err(e) => return Err(e.into()),
@@ -1243,7 +1283,17 @@ impl<R: Runtime + 'static, I: Images + 'static> Kubelet<R, I> {
                 // The pod's imagePullSecrets, tried before the node's own
                 // credentials.
                 let secrets = self.volumes.pull_secrets(pod).await;
-                match self.images.pull_with(image, &secrets).await {
+                // A pull may take minutes: other pods' syncs go on meanwhile.
+                let slot = self.sync_slots_held.borrow_mut().remove(uid(pod));
+                let pulled = if slot.is_some() {
+                    drop(slot);
+                    let r = self.images.pull_with(image, &secrets).await;
+                    self.sync_slot(uid(pod)).await;
+                    r
+                } else {
+                    self.images.pull_with(image, &secrets).await
+                };
+                match pulled {
                     Ok(id) => {
                         let took = t0.elapsed();
                         event(

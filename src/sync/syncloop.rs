@@ -314,7 +314,6 @@ pub fn handle_config<R: Runtime + 'static, I: Images + 'static>(
     u: PodUpdate,
 ) {
     for pod in u.pods {
-        let pod = Rc::new(pod);
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         match u.op {
             Op::Add | Op::Update => {

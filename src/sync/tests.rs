@@ -649,7 +649,7 @@ fn update(op: crate::sources::Op, pods: Vec<Pod>) -> crate::sources::PodUpdate {
     crate::sources::PodUpdate {
         op,
         source: crate::sources::API_SOURCE,
-        pods,
+        pods: pods.into_iter().map(Rc::new).collect(),
     }
 }
 
