@@ -660,18 +660,14 @@ fn api_server_outage_keeps_pods_running_and_recovers() {
     cp.up();
     let back = Instant::now();
     let back_ts = jiff::Timestamp::now();
-    wait_for(Duration::from_secs(20), || {
-        let n = cp.node(&name).filter(is_ready)?;
-        let l = cp.lease(&name)?;
-        (time(&l["spec"]["renewTime"]) > back_ts).then_some(n)
-    })
-    .unwrap_or_else(|| {
-        panic!(
-            "not Ready with a renewed lease within 20 s of the apiserver's return: {:?}\n{}",
-            cp.node(&name).map(|n| n["status"]["conditions"].clone()),
-            node.log_tail(40)
-        )
-    });
+    cluster_support::ready_and_renewed_after(&cp, &name, back_ts, Duration::from_secs(20))
+        .unwrap_or_else(|| {
+            panic!(
+                "not Ready with a renewed lease within 20 s of the apiserver's return: {:?}\n{}",
+                cp.node(&name).map(|n| n["status"]["conditions"].clone()),
+                node.log_tail(40)
+            )
+        });
     eprintln!(
         "Ready and renewed {:?} after the apiserver returned",
         back.elapsed()

@@ -19,7 +19,7 @@
 mod cluster_support;
 mod sync_support;
 
-use cluster_support::{is_ready, time, wait_for, ControlPlane};
+use cluster_support::{is_ready, wait_for, ControlPlane};
 use picolet::api::core::Pod;
 use serde_json::Value;
 use std::path::PathBuf;
@@ -600,17 +600,13 @@ fn an_hour_offline_compressed_keeps_pods_and_sends_only_the_latest_status() {
     cp.up();
     let up_from = log_lines(&node).len();
     let back_ts = jiff::Timestamp::now();
-    wait_for(Duration::from_secs(20), || {
-        let n = cp.node(&name).filter(is_ready)?;
-        let l = cp.lease(&name)?;
-        (time(&l["spec"]["renewTime"]) > back_ts).then_some(n)
-    })
-    .unwrap_or_else(|| {
-        panic!(
-            "not Ready with a renewed lease within 20 s of the apiserver's return\n{}",
-            node.log_tail(40)
-        )
-    });
+    cluster_support::ready_and_renewed_after(&cp, &name, back_ts, Duration::from_secs(20))
+        .unwrap_or_else(|| {
+            panic!(
+                "not Ready with a renewed lease within 20 s of the apiserver's return\n{}",
+                node.log_tail(40)
+            )
+        });
     // The API gets the pods' latest statuses, and only those: settling's
     // dozens of changes while offline are one or two patches now.
     wait_for(Duration::from_secs(30), || {

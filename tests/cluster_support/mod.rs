@@ -285,3 +285,18 @@ pub fn time(v: &Value) -> jiff::Timestamp {
         .parse()
         .unwrap()
 }
+
+/// The node once it is Ready with its Lease renewed after `since` (back
+/// from an outage), within `within`.
+pub fn ready_and_renewed_after(
+    cp: &ControlPlane,
+    name: &str,
+    since: jiff::Timestamp,
+    within: Duration,
+) -> Option<Value> {
+    wait_for(within, || {
+        let n = cp.node(name).filter(is_ready)?;
+        let l = cp.lease(name)?;
+        (time(&l["spec"]["renewTime"]) > since).then_some(n)
+    })
+}
