@@ -296,14 +296,10 @@ delete_all_pods() {
 }
 
 # ---- picolet ----
-if [ -n "${PICOLET_BIN:-}" ] && ! file -bL "$PICOLET_BIN" | grep -qE 'statically linked|static-pie linked'; then
-  [ -x "$PICOLET_BIN" ] || die "PICOLET_BIN=$PICOLET_BIN is not an executable"
-  note "PICOLET_BIN=$PICOLET_BIN is not the static release binary: figures for development only"
-  bin="$PICOLET_BIN"
-else
-  # shellcheck disable=SC2119 # no argument: the default target, this host's
-  bin="$(bench_picolet)"
-fi
+# shellcheck disable=SC2034 # read by bench_picolet (lib.sh)
+BENCH_ALLOW_DEV_BIN=1
+# shellcheck disable=SC2119 # no argument: the default target, this host's
+bin="$(bench_picolet)"
 pl_target="$(bench_target_of "$bin")"
 p="$t/picolet"; mkdir -p "$p/cni" "$p/logs"
 cat > "$p/cni/10-bench.conflist" <<JSON

@@ -107,13 +107,17 @@ bench_target_of() {
 
 # bench_picolet [TARGET]: path of the static release binary for TARGET (default: this host's,
 # x86_64 musl), built now if it is missing or stale (cargo decides; a no-op when up to date).
-# PICOLET_BIN overrides it (then it is used as given, and must be static).
+# PICOLET_BIN overrides it (then it is used as given, and must be static, unless the bench set
+# BENCH_ALLOW_DEV_BIN=1: a development build then gives figures for development only).
 bench_picolet() {
   local target="${1:-x86_64-unknown-linux-musl}" bin
   if [ -n "${PICOLET_BIN:-}" ]; then
     [ -x "$PICOLET_BIN" ] || die "PICOLET_BIN=$PICOLET_BIN is not an executable"
-    file -bL "$PICOLET_BIN" | grep -qE 'statically linked|static-pie linked' \
-      || die "PICOLET_BIN=$PICOLET_BIN is not a static binary: $(file -bL "$PICOLET_BIN")"
+    if ! file -bL "$PICOLET_BIN" | grep -qE 'statically linked|static-pie linked'; then
+      [ "${BENCH_ALLOW_DEV_BIN:-0}" = 1 ] \
+        || die "PICOLET_BIN=$PICOLET_BIN is not a static binary: $(file -bL "$PICOLET_BIN")"
+      note "PICOLET_BIN=$PICOLET_BIN is not the static release binary: figures for development only"
+    fi
     echo "$PICOLET_BIN"; return
   fi
   note "building the $target release binary (cross/build-static.sh)"

@@ -24,11 +24,8 @@ STATIC_EXTRA_CONFIG="address: 127.0.0.1
 port: $PORT
 authentication: {anonymous: {enabled: true}, webhook: {enabled: false}}
 authorization: {mode: AlwaysAllow}"
-if [ -n "${PICOLET_BIN:-}" ] && ! file -bL "$PICOLET_BIN" | grep -qE 'statically linked|static-pie linked'; then
-  [ -x "$PICOLET_BIN" ] || die "PICOLET_BIN=$PICOLET_BIN is not an executable"
-  note "PICOLET_BIN=$PICOLET_BIN is not the static release binary: figures for development only"
-  bench_picolet() { echo "$PICOLET_BIN"; }
-fi
+# shellcheck disable=SC2034 # read by bench_picolet (lib.sh)
+BENCH_ALLOW_DEV_BIN=1
 . "$(dirname "$0")/lib-static.sh"
 static_node_start
 
