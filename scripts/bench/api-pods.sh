@@ -699,19 +699,20 @@ if [ "$KAPI" != 0 ]; then
     if [ "$1" = "$PL" ]; then cpu_seconds "$pl_pid"
     else awk -v a="$(cpu_seconds "$kl_pid")" -v b="$(cpu_seconds "$ctd_pid")" 'BEGIN { printf "%.2f", a + b }'; fi
   }
+  # get_summary NODE PORT: the Summary into $t/summary-NODE.json; prints the seconds it took
+  get_summary() {
+    curl -sS --fail --max-time 30 -k --cert "$PKI/apiserver-kubelet-client.crt" --key "$PKI/apiserver-kubelet-client.key" \
+      -o "$t/summary-$1.json" -w '%{time_total}\n' "https://127.0.0.1:$2/stats/summary"
+  }
   for n in "$PL" "$KL"; do
     port="$PL_PORT"; [ "$n" = "$KL" ] && port="$KL_PORT"
-    get_summary() {
-      curl -sS --fail --max-time 30 -k --cert "$PKI/apiserver-kubelet-client.crt" --key "$PKI/apiserver-kubelet-client.key" \
-        -o "$t/summary-$n.json" -w '%{time_total}\n' "https://127.0.0.1:$port/stats/summary"
-    }
-    get_summary >/dev/null || die "no /stats/summary from $n"   # authorization cached, caches warm
+    get_summary "$n" "$port" >/dev/null || die "no /stats/summary from $n"   # authorization cached, caches warm
     jq -e --argjson m "$MANY" '[.pods[] | select(.podRef.namespace == "'"$NS"'")] | length >= $m' \
       "$t/summary-$n.json" >/dev/null || die "$n's summary lists fewer than $MANY pods of $NS"
     sumkb[$n]="$(( $(stat -c %s "$t/summary-$n.json") / 1024 ))"
     c0="$(node_cpu "$n")"
     secs=""
-    for ((i = 0; i < SUMMARY_RUNS; i++)); do secs+="$(get_summary)"$'\n' || die "/stats/summary from $n failed"; done
+    for ((i = 0; i < SUMMARY_RUNS; i++)); do secs+="$(get_summary "$n" "$port")"$'\n' || die "/stats/summary from $n failed"; done
     c1="$(node_cpu "$n")"
     ms="$(awk '{ printf "%.0f\n", $1 * 1000 }' <<<"${secs%$'\n'}")"
     sum50[$n]="$(percentile 50 <<<"$ms")" sum99[$n]="$(percentile 99 <<<"$ms")"
