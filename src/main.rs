@@ -5,6 +5,11 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+// zig libc's malloc keeps every slab it ever used; see util::heap.
+#[cfg(target_env = "musl")]
+#[global_allocator]
+static HEAP: picolet::util::heap::Heap = picolet::util::heap::Heap;
+
 /// picolet: a small Kubernetes node agent.
 #[derive(FromArgs)]
 struct Cli {

@@ -2,6 +2,7 @@
 
 pub mod duration;
 pub mod fs;
+pub mod heap;
 pub mod mountinfo;
 
 /// Lower-case hex of bytes (digests, ids).
