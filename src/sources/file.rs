@@ -22,7 +22,7 @@
 //! the pod; a file that is unreadable at an event keeps its last good pod
 //! until the next periodic re-read.
 
-use super::decode::{decode_pod, DecodedPod, Origin};
+use super::decode::{decode_pod, Origin};
 use super::validation::FieldError;
 use super::{pod_full_name, SourceUpdate, FILE_SOURCE};
 use crate::api::core::Pod;
@@ -167,7 +167,7 @@ impl FileSource {
             }
             let Some(mode) = mode else { continue };
             let Some(mut sc) = scanner.take() else { return };
-            let (sc, result) = smol::unblock(move || {
+            let (sc, result) = crate::rt::unblock(move || {
                 let r = sc.scan(mode);
                 (sc, r)
             })
@@ -253,10 +253,19 @@ impl Fingerprint {
 
 struct Entry {
     fingerprint: Fingerprint,
-    result: Result<DecodedPod, Vec<FieldError>>,
-    /// While `result` is an error: the pod the file gave before, kept
-    /// across failed reads in event mode.
-    last_good: Option<Pod>,
+    /// What the last read of the file gave (errors, unknown fields).
+    report: ManifestReport,
+    /// The bytes of the file's pod: the last read's when it decoded, or
+    /// (in event mode) the last good read's while it does not. The pod is
+    /// decoded again from them for each new snapshot: 110 decoded pods
+    /// kept here cost ~1.3 MiB, their manifests a few KiB.
+    good: Option<Good>,
+}
+
+struct Good {
+    bytes: Box<[u8]>,
+    /// `<name>_<namespace>` of its pod, to find duplicates without decoding.
+    full_name: String,
 }
 
 struct ScanResult {
@@ -322,7 +331,7 @@ impl Scanner {
 
         let mut reports = BTreeMap::new();
         let mut seen: BTreeMap<String, PathBuf> = BTreeMap::new();
-        let mut pods = Vec::new();
+        let mut used = Vec::new();
         let mut keep = std::collections::BTreeSet::new();
         for (path, meta) in candidates {
             keep.insert(path.clone());
@@ -349,35 +358,23 @@ impl Scanner {
             let Some(entry) = self.files.get(&path) else {
                 continue;
             };
-            let mut report = ManifestReport {
-                errors: Vec::new(),
-                unknown_fields: Vec::new(),
-            };
-            let pod = match &entry.result {
-                Ok(d) => {
-                    report.unknown_fields = d.unknown_fields.clone();
-                    Some(d.pod.clone())
-                }
-                Err(errs) => {
-                    report.errors = errs.clone();
-                    entry.last_good.clone()
-                }
-            };
-            if let Some(pod) = pod {
-                let name = pod_full_name(&pod);
-                match seen.get(&name) {
+            let mut report = entry.report.clone();
+            if let Some(good) = &entry.good {
+                match seen.get(&good.full_name) {
                     Some(first) => report.errors.push(FieldError {
                         field: "metadata.name".into(),
                         reason: format!(
                             "Duplicate value: {:?}: pod {} is already defined in {}",
-                            pod.metadata.name.as_deref().unwrap_or(""),
-                            name,
+                            good.full_name
+                                .rsplit_once('_')
+                                .map_or(good.full_name.as_str(), |(n, _)| n),
+                            good.full_name,
                             first.display()
                         ),
                     }),
                     None => {
-                        seen.insert(name, path.clone());
-                        pods.push(pod);
+                        seen.insert(good.full_name.clone(), path.clone());
+                        used.push(path.clone());
                     }
                 }
             }
@@ -389,10 +386,23 @@ impl Scanner {
         self.files.retain(|p, _| keep.contains(p));
         self.dirty |= self.files.len() != before;
         let changed = std::mem::take(&mut self.dirty);
-        Ok(ScanResult {
-            pods: changed.then_some(pods),
-            reports,
-        })
+        let pods = changed.then(|| {
+            used.iter()
+                .filter_map(|path| {
+                    let good = self.files.get(path)?.good.as_ref()?;
+                    let origin = path.to_string_lossy();
+                    match decode_pod(&good.bytes, Origin::File(&origin), &self.node_name) {
+                        Ok(d) => Some(d.pod),
+                        // The same bytes decoded before: cannot happen.
+                        Err(e) => {
+                            log::error!("static pod file {}: {e:?}", path.display());
+                            None
+                        }
+                    }
+                })
+                .collect()
+        });
+        Ok(ScanResult { pods, reports })
     }
 
     /// Decodes the file again if it changed since last time.
@@ -400,32 +410,49 @@ impl Scanner {
         let fp = Fingerprint::of(meta);
         if let Some(e) = self.files.get_mut(path) {
             if e.fingerprint == fp {
-                if mode == Mode::Full && e.result.is_err() && e.last_good.is_some() {
-                    e.last_good = None;
+                if mode == Mode::Full && !e.report.errors.is_empty() && e.good.is_some() {
+                    e.good = None;
                     self.dirty = true;
                 }
                 return;
             }
         }
         let origin = path.to_string_lossy();
-        let result = read_capped(path)
-            .map_err(problem)
-            .and_then(|data| decode_pod(&data, Origin::File(&origin), &self.node_name));
-        let prev = self.files.remove(path).and_then(|e| match e.result {
-            Ok(d) => Some(d.pod),
-            Err(_) => e.last_good,
-        });
-        let last_good = match (&result, mode) {
-            (Err(_), Mode::Event) => prev,
-            _ => None,
+        let data = read_capped(path).map_err(problem);
+        let result = data
+            .as_deref()
+            .map_err(Clone::clone)
+            .and_then(|data| decode_pod(data, Origin::File(&origin), &self.node_name));
+        let prev = self.files.remove(path).and_then(|e| e.good);
+        let (report, good) = match (result, data) {
+            (Ok(d), Ok(bytes)) => (
+                ManifestReport {
+                    errors: Vec::new(),
+                    unknown_fields: d.unknown_fields,
+                },
+                Some(Good {
+                    bytes: bytes.into_boxed_slice(),
+                    full_name: pod_full_name(&d.pod),
+                }),
+            ),
+            (Ok(_), Err(errors)) | (Err(errors), _) => (
+                ManifestReport {
+                    errors,
+                    unknown_fields: Vec::new(),
+                },
+                match mode {
+                    Mode::Event => prev,
+                    Mode::Full => None,
+                },
+            ),
         };
         self.dirty = true;
         self.files.insert(
             path.to_path_buf(),
             Entry {
                 fingerprint: fp,
-                result,
-                last_good,
+                report,
+                good,
             },
         );
     }
