@@ -528,13 +528,13 @@ impl OfflineStore {
                     Ok(frame) => {
                         let p = path.clone();
                         self.writes.set(self.writes.get() + 1);
-                        smol::unblock(move || crate::util::fs::write_atomic(&p, &frame)).await
+                        crate::rt::unblock(move || crate::util::fs::write_atomic(&p, &frame)).await
                     }
                     Err(e) => Err(e),
                 },
                 None => {
                     let p = path.clone();
-                    smol::unblock(move || match std::fs::remove_file(&p) {
+                    crate::rt::unblock(move || match std::fs::remove_file(&p) {
                         Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                             Err(anyhow::Error::from(e))
                         }

@@ -93,7 +93,7 @@ impl NodeHost for ClusterHost {
     async fn facts(&self) -> NodeFacts {
         let kc = &self.cfg.kubelet;
         let root = self.cfg.root_dir.clone();
-        let signals = smol::unblock(move || crate::node::facts::read_signals(&root)).await;
+        let signals = crate::rt::unblock(move || crate::node::facts::read_signals(&root)).await;
         let (memory_pressure, disk_pressure, pid_pressure) =
             crate::node::facts::pressures(kc, &signals);
         let mut not_ready = Vec::new();
@@ -143,7 +143,7 @@ async fn load_kubeconfig(path: PathBuf) -> Kubeconfig {
     let mut last = String::new();
     loop {
         let p = path.clone();
-        match smol::unblock(move || Kubeconfig::load(&p)).await {
+        match crate::rt::unblock(move || Kubeconfig::load(&p)).await {
             Ok(kc) => {
                 if !last.is_empty() {
                     log::info!("kubeconfig {} loaded", path.display());

@@ -187,11 +187,11 @@ impl Agent {
     /// Directories, node facts, the image store and the start-up import.
     pub async fn prepare(cfg: Config) -> Result<Agent> {
         let c = cfg.clone();
-        smol::unblock(move || create_dirs(&c)).await?;
-        let machine = smol::unblock(crate::stats::machine::collect).await;
+        crate::rt::unblock(move || create_dirs(&c)).await?;
+        let machine = crate::rt::unblock(crate::stats::machine::collect).await;
         let node_ip = crate::node::facts::node_ip(cfg.node_ip)?;
         let resolv = cfg.kubelet.resolv_conf.clone();
-        let host_dns = match smol::unblock(move || read_host_dns(&resolv)).await {
+        let host_dns = match crate::rt::unblock(move || read_host_dns(&resolv)).await {
             Ok(d) => d,
             Err(e) => {
                 // Upstream fails each sandbox on this; the pods then show it.
@@ -200,7 +200,7 @@ impl Agent {
             }
         };
         let root = cfg.root_dir.clone();
-        let ephemeral = smol::unblock(move || fs_capacity(&root)).await?;
+        let ephemeral = crate::rt::unblock(move || fs_capacity(&root)).await?;
         let alloc = crate::node::facts::allocatable(
             &cfg.kubelet,
             machine.num_cores,
@@ -296,7 +296,7 @@ impl Agent {
             }
         } else {
             let dir = self.cfg.state_dir();
-            smol::unblock(move || crate::offline::OfflineStore::remove_all(&dir)).await;
+            crate::rt::unblock(move || crate::offline::OfflineStore::remove_all(&dir)).await;
             None
         };
         let _offline_writer = offline.clone().map(|o| crate::rt::spawn(o.writer()));

@@ -192,7 +192,7 @@ struct Found {
 pub(super) async fn import(svc: &ImageService, path: &Path) -> Result<Vec<Image>> {
     let _shared = svc.store.lock_store(false).await?;
     let (p, root) = (path.to_path_buf(), svc.store.root.clone());
-    let s = smol::unblock(move || scan(&p, &root)).await?;
+    let s = crate::rt::unblock(move || scan(&p, &root)).await?;
     let res = resolve_and_commit(svc, &s).await;
     // Files of the archive no image uses (docker's json/VERSION...) go again.
     let used: HashSet<String> = svc
@@ -385,7 +385,7 @@ async fn commit(svc: &ImageService, f: Found) -> Result<Image> {
             bail!("layer {} missing from the archive", l.digest);
         }
         let (diff, snaps) = (diff.clone(), store.root.join("snapshots"));
-        smol::unblock(move || unpack::unpack_layer(&blob, &diff, &snaps)).await?;
+        crate::rt::unblock(move || unpack::unpack_layer(&blob, &diff, &snaps)).await?;
     }
     let tags: Vec<String> = f.names.iter().filter_map(|r| r.tagged()).collect();
     let digests: Vec<String> = if f.manifest_digest.is_empty() {

@@ -149,7 +149,7 @@ pub(super) async fn pull(
     // downloads finish, so unpacking overlaps the next download.
     let (tx, rx) = std::sync::mpsc::channel::<(PathBuf, String)>();
     let snapshots = store.root.join("snapshots");
-    let mut worker = Some(smol::unblock(move || -> Result<()> {
+    let mut worker = Some(crate::rt::unblock(move || -> Result<()> {
         for (blob, diff) in rx {
             unpack::unpack_layer(&blob, &diff, &snapshots)?;
         }

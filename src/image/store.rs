@@ -356,7 +356,7 @@ impl Store {
         }
         let partial = self.root.join("ingest").join(format!("{hexd}.partial"));
         let p2 = partial.clone();
-        let (file, ctx, offset) = smol::unblock(move || -> Result<_> {
+        let (file, ctx, offset) = crate::rt::unblock(move || -> Result<_> {
             let mut f = OpenOptions::new()
                 .create(true)
                 .truncate(false)
@@ -491,7 +491,7 @@ impl Ingest {
             self.blob.clone(),
             self.lock_path.clone(),
         );
-        smol::unblock(move || -> Result<()> {
+        crate::rt::unblock(move || -> Result<()> {
             f.sync_all()
                 .map_err(|e| io_err(e, format!("fsync {}", partial.display())))?;
             drop(f);

@@ -131,7 +131,7 @@ pub fn member_kubeconfig(boot: &Kubeconfig, pem: &Path) -> String {
 /// dropped).
 async fn bootstrap_client(path: &Path) -> Result<(Kubeconfig, Client)> {
     let p = path.to_path_buf();
-    let kc = smol::unblock(move || Kubeconfig::load(&p)).await?;
+    let kc = crate::rt::unblock(move || Kubeconfig::load(&p)).await?;
     let t = Transport::new(kc.clone())?;
     Ok((kc, Client::new(t, 0.0, 1)))
 }
@@ -227,7 +227,7 @@ pub async fn request_client_certificate(
     }
     let s = store.clone();
     let k = key.try_clone().map_err(Failure::Other)?;
-    let path = smol::unblock(move || s.update(&chain, &k))
+    let path = crate::rt::unblock(move || s.update(&chain, &k))
         .await
         .map_err(Failure::Other)?;
     Ok((path, info))
@@ -257,7 +257,7 @@ impl Bootstrap {
             .map_err(|e| Failure::Config(e.context("bootstrap kubeconfig")))?;
         let store = self.store();
         let s = store.clone();
-        let key = smol::unblock(move || s.pending_key())
+        let key = crate::rt::unblock(move || s.pending_key())
             .await
             .map_err(Failure::Other)?;
         let res = request_client_certificate(
@@ -285,7 +285,7 @@ impl Bootstrap {
             std::path::absolute(store.current_path()).unwrap_or_else(|_| store.current_path());
         let text = member_kubeconfig(&boot, &pem);
         let path = self.kubeconfig.clone();
-        smol::unblock(move || {
+        crate::rt::unblock(move || {
             if let Some(d) = path.parent() {
                 std::fs::create_dir_all(d).with_context(|| format!("create {}", d.display()))?;
             }
@@ -314,7 +314,7 @@ impl Bootstrap {
             crate::util::Backoff::new(Duration::from_secs(30), Duration::from_secs(3600), 0.2);
         loop {
             let p = self.kubeconfig.clone();
-            let problem = match smol::unblock(move || usable_kubeconfig(&p)).await {
+            let problem = match crate::rt::unblock(move || usable_kubeconfig(&p)).await {
                 Ok(kc) => return kc,
                 Err(m) => m,
             };

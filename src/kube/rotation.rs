@@ -84,7 +84,7 @@ fn describe(d: jiff::SignedDuration) -> String {
 
 async fn load(store: &Store) -> Result<Option<Current>> {
     let s = store.clone();
-    smol::unblock(move || s.load_current()).await
+    crate::rt::unblock(move || s.load_current()).await
 }
 
 /// What the client rotation needs.
@@ -334,7 +334,7 @@ impl ServingRotation {
 
     async fn request(&self) -> Result<()> {
         let s = self.store.clone();
-        let key = smol::unblock(move || s.pending_key()).await?;
+        let key = crate::rt::unblock(move || s.pending_key()).await?;
         let res = self.request_with(&key).await;
         if res.is_err() {
             self.store.remove_pending_key();
@@ -384,7 +384,7 @@ impl ServingRotation {
         let (info, _) = csr::check_issued(&chain, key)?;
         let s = self.store.clone();
         let k = key.try_clone()?;
-        let path = smol::unblock(move || s.update(&chain, &k)).await?;
+        let path = crate::rt::unblock(move || s.update(&chain, &k)).await?;
         self.store.remove_pending_key();
         log::info!(
             "serving certificate: {name} signed; {} valid until {}",

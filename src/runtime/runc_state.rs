@@ -71,7 +71,7 @@ pub async fn clear(root: &Path, id: &str) -> Result<bool> {
     // runc missing or refusing: remove what it would have, if still half-made.
     if is_half_made(root, id) {
         let (root, id) = (root.to_path_buf(), id.to_string());
-        smol::unblock(move || remove_by_hand(&root, &id)).await?;
+        crate::rt::unblock(move || remove_by_hand(&root, &id)).await?;
     }
     Ok(true)
 }

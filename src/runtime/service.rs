@@ -247,7 +247,7 @@ impl ShimRuntime {
         }
         let host = HostInfo::detect(&cgroups).context("detect host capabilities")?;
         let pause_path = opts.pause_binary.clone();
-        let pause = smol::unblock(move || PauseBinary::for_path(&pause_path))
+        let pause = crate::rt::unblock(move || PauseBinary::for_path(&pause_path))
             .await
             .context("inspect the pause binary")?;
         let shim_cfg = ShimConfig::from_config(cfg);
@@ -765,7 +765,7 @@ impl Inner {
             .with_context(|| format!("remove container cgroup {cgroup}"))?;
         *c.drain.borrow_mut() = None;
         let b = bundle.clone();
-        smol::unblock(move || b.remove()).await?;
+        crate::rt::unblock(move || b.remove()).await?;
         if let Some(t) = tlog {
             remove_file_if_exists(&t)?;
         }
@@ -1763,7 +1763,7 @@ impl Runtime for ShimRuntime {
                 .await
                 .map_err(other)?,
             // Host network: the node's own localhost.
-            None => smol::unblock(connect).await,
+            None => crate::rt::unblock(connect).await,
         };
         r.map_err(|e| {
             other(anyhow!(
@@ -1789,7 +1789,7 @@ impl Runtime for ShimRuntime {
             },
         };
         let upper = c.bundle().dir.join("fs");
-        s.writable_layer_bytes = smol::unblock(move || disk_usage(&upper)).await;
+        s.writable_layer_bytes = crate::rt::unblock(move || disk_usage(&upper)).await;
         Ok(s)
     }
 }

@@ -371,7 +371,7 @@ pub async fn stream<K: Sink>(
 ) -> std::io::Result<()> {
     let p = path.clone();
     let tail = opts.tail_lines;
-    let opened = smol::unblock(move || -> std::io::Result<(File, u64)> {
+    let opened = crate::rt::unblock(move || -> std::io::Result<(File, u64)> {
         let mut f = File::open(&p)?;
         let start = match tail {
             Some(n) => tail_offset(&mut f, n)?,
@@ -453,7 +453,7 @@ pub async fn stream<K: Sink>(
 
 /// Reads up to 64 KiB more onto `buf` on the blocking pool.
 async fn read_some(mut f: File, mut buf: Vec<u8>) -> (File, Vec<u8>, std::io::Result<usize>) {
-    smol::unblock(move || {
+    crate::rt::unblock(move || {
         let old = buf.len();
         buf.resize(old + READ, 0);
         let r = f.read(&mut buf[old..]);

@@ -726,7 +726,7 @@ impl<R: Runtime + 'static, I: Images + 'static> Kubelet<R, I> {
         }
 
         let pod_dir = self.cfg.pods_dir.join(uid(pod));
-        if let Err(e) = smol::unblock(move || std::fs::create_dir_all(&pod_dir)).await {
+        if let Err(e) = crate::rt::unblock(move || std::fs::create_dir_all(&pod_dir)).await {
             log::warn!("sync pod {}: pod directory: {e}", format_pod(pod));
             return retry(self.cfg.retry_period);
         }
@@ -1214,7 +1214,7 @@ impl<R: Runtime + 'static, I: Images + 'static> Kubelet<R, I> {
 
     async fn restart_count_from_log_dir(&self, pod: &Pod, name: &str) -> u32 {
         let dir = pod_log_directory(&self.cfg.pod_logs_dir, pod).join(name);
-        smol::unblock(move || {
+        crate::rt::unblock(move || {
             let names: Vec<String> = std::fs::read_dir(&dir)
                 .map(|rd| {
                     rd.flatten()
@@ -1517,7 +1517,7 @@ impl<R: Runtime + 'static, I: Images + 'static> Kubelet<R, I> {
         }
         self.volumes.teardown_pod(uid(pod)).await?;
         let logs = pod_log_directory(&self.cfg.pod_logs_dir, pod);
-        smol::unblock(move || -> anyhow::Result<()> {
+        crate::rt::unblock(move || -> anyhow::Result<()> {
             match std::fs::remove_dir_all(&logs) {
                 Ok(()) => Ok(()),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),

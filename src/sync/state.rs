@@ -104,7 +104,7 @@ impl BackoffState {
         }
         let path = self.path.clone();
         let written = data.clone();
-        smol::unblock(move || crate::util::fs::write_atomic(&path, &data))
+        crate::rt::unblock(move || crate::util::fs::write_atomic(&path, &data))
             .await
             .with_context(|| format!("write {}", self.path.display()))?;
         *self.on_disk.borrow_mut() = Some(written);

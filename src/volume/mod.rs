@@ -244,7 +244,7 @@ impl VolumeManager {
         };
         drop(data);
         let pods_dir = self.pods_dir.clone();
-        smol::unblock(move || host::setup(&pods_dir, &plan)).await
+        crate::rt::unblock(move || host::setup(&pods_dir, &plan)).await
     }
 
     /// Whether the pod's API-backed file volume `name` was set up before
@@ -270,7 +270,7 @@ impl VolumeManager {
             });
         }
         let dir = self.pod_dir(uid);
-        let problems = smol::unblock(move || {
+        let problems = crate::rt::unblock(move || {
             if parts.is_empty() {
                 host::remove_tree(&dir)
             } else {
@@ -321,7 +321,7 @@ impl VolumeManager {
             o.retain_pods(known);
         }
         let dir = self.pods_dir.clone();
-        let listed = smol::unblock(move || -> anyhow::Result<Vec<String>> {
+        let listed = crate::rt::unblock(move || -> anyhow::Result<Vec<String>> {
             let rd = match std::fs::read_dir(&dir) {
                 Ok(rd) => rd,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -363,7 +363,7 @@ impl VolumeManager {
     pub async fn usage(&self, uid: &str) -> anyhow::Result<BTreeMap<String, u64>> {
         anyhow::ensure!(valid_uid(uid), "{uid:?} is not a pod uid");
         let dir = self.pod_dir(uid).join("volumes").join(plan::EMPTY_DIR);
-        smol::unblock(move || {
+        crate::rt::unblock(move || {
             let mut out = BTreeMap::new();
             let rd = match std::fs::read_dir(&dir) {
                 Ok(rd) => rd,

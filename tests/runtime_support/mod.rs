@@ -614,7 +614,7 @@ pub async fn http_get_retry(
     within: Duration,
 ) -> Result<String, String> {
     let path = path.to_string();
-    smol::unblock(move || {
+    picolet::rt::unblock(move || {
         let end = Instant::now() + within;
         let mut last = String::new();
         while Instant::now() < end {

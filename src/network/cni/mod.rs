@@ -414,7 +414,7 @@ impl Cni {
         };
         let path = self.cache_path(&req.pod_id);
         let data = serde_json::to_vec_pretty(&entry).context("encode CNI cache")?;
-        smol::unblock(move || write_atomic(&path, &data)).await?;
+        crate::rt::unblock(move || write_atomic(&path, &data)).await?;
         Ok(pod)
     }
 
