@@ -44,3 +44,55 @@ unsafe impl GlobalAlloc for Heap {
 pub fn trim() -> bool {
     unsafe { lock().0.trim(0) }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_alignments_realloc_and_trim() {
+        let mut held = Vec::new();
+        for (i, align) in [1usize, 8, 16, 64, 4096]
+            .into_iter()
+            .cycle()
+            .take(200)
+            .enumerate()
+        {
+            let size = 1 + (i * 977) % 70_000;
+            let l = Layout::from_size_align(size, align).unwrap();
+            let p = unsafe { Heap.alloc(l) };
+            assert!(!p.is_null() && p as usize % align == 0, "{size} @ {align}");
+            unsafe { p.write_bytes(i as u8, size) };
+            held.push((p, l, i as u8));
+        }
+        for (p, l, v) in held.iter_mut() {
+            let grown = l.size() * 2 + 100;
+            let q = unsafe { Heap.realloc(*p, *l, grown) };
+            assert!(!q.is_null() && q as usize % l.align() == 0);
+            // realloc keeps the old bytes
+            assert!(unsafe { std::slice::from_raw_parts(q, l.size()) }
+                .iter()
+                .all(|b| b == v));
+            *p = q;
+            *l = Layout::from_size_align(grown, l.align()).unwrap();
+        }
+        let z = Layout::from_size_align(100_000, 16).unwrap();
+        let zp = unsafe { Heap.alloc_zeroed(z) };
+        assert!(unsafe { std::slice::from_raw_parts(zp, z.size()) }
+            .iter()
+            .all(|&b| b == 0));
+        unsafe { Heap.dealloc(zp, z) };
+        for (p, l, _) in held {
+            unsafe { Heap.dealloc(p, l) };
+        }
+        // A free top below dlmalloc's own 2 MiB trim threshold stays
+        // until trim() gives it back.
+        let l = Layout::from_size_align(15_000, 8).unwrap();
+        let small: Vec<_> = (0..100).map(|_| unsafe { Heap.alloc(l) }).collect();
+        for p in small {
+            unsafe { Heap.dealloc(p, l) };
+        }
+        assert!(trim());
+        assert!(!trim(), "nothing left to give back");
+    }
+}
