@@ -40,7 +40,7 @@ const STACK_KEEP: usize = 32 << 10;
 /// Drops the pages of this thread's stack below the current frame (they
 /// hold only dead frames; the next use faults in zeroed pages). Not for
 /// the main thread, whose stack the kernel grows on demand.
-pub fn release_unused_stack() {
+fn release_unused_stack() {
     thread_local! {
         static LOW: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
     }
