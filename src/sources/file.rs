@@ -360,14 +360,13 @@ impl Scanner {
             };
             let mut report = entry.report.clone();
             if let Some(good) = &entry.good {
+                // Names and namespaces hold no '_': the full name splits.
+                let name = good.full_name.split('_').next().unwrap_or_default();
                 match seen.get(&good.full_name) {
                     Some(first) => report.errors.push(FieldError {
                         field: "metadata.name".into(),
                         reason: format!(
-                            "Duplicate value: {:?}: pod {} is already defined in {}",
-                            good.full_name
-                                .rsplit_once('_')
-                                .map_or(good.full_name.as_str(), |(n, _)| n),
+                            "Duplicate value: {name:?}: pod {} is already defined in {}",
                             good.full_name,
                             first.display()
                         ),

@@ -451,6 +451,9 @@ fn housekeeping<R: Runtime + 'static, I: Images + 'static>(
         k.cleanup_orphan_dirs(wanted);
     }
     k.backoff.gc(jiff::Timestamp::now());
+    // dlmalloc keeps up to 2 MiB of free heap top on its own; a burst of
+    // syncs just ended leaves that much, idle pods need none of it.
+    crate::util::heap::trim();
 }
 
 #[cfg(test)]

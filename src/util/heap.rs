@@ -40,7 +40,8 @@ unsafe impl GlobalAlloc for Heap {
 }
 
 /// Gives the free top of the heap and unused segments back to the
-/// system; true when something went back.
+/// system; true when something went back. (Nothing to give where `Heap`
+/// is not the global allocator, as in the glibc development builds.)
 pub fn trim() -> bool {
     unsafe { lock().0.trim(0) }
 }
