@@ -2,7 +2,7 @@
 //! Zig's `SmpAllocator`: size-class slabs that are never given back, so
 //! the peak of a 110-pod burst stayed resident for good. dlmalloc
 //! coalesces free chunks, reuses them for any size and returns its top
-//! to the system.
+//! to the system; blocks of 128 KiB and more are mappings of their own.
 
 use std::alloc::{GlobalAlloc, Layout};
 use std::sync::{Mutex, MutexGuard};
@@ -22,20 +22,101 @@ fn lock() -> MutexGuard<'static, Dl> {
     DL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Blocks this large get a mapping of their own, as C dlmalloc and glibc
+/// give them (the Rust port has no such path): a burst's big transient
+/// buffers (`/pods` bodies, JSON being built) would otherwise leave holes
+/// in the heap that small long-lived objects then keep resident.
+const MAP_THRESHOLD: usize = 128 << 10;
+
+fn page_size() -> usize {
+    // SAFETY: sysconf has no preconditions (musl reads the aux vector).
+    match unsafe { libc::sysconf(libc::_SC_PAGESIZE) } {
+        p if p > 0 => p as usize,
+        _ => 4096,
+    }
+}
+
+/// Whether a block of this layout lives in a mapping of its own.
+fn mapped(size: usize, align: usize) -> bool {
+    size >= MAP_THRESHOLD && align <= page_size()
+}
+
+fn pages(size: usize) -> usize {
+    let p = page_size();
+    size.div_ceil(p) * p
+}
+
+unsafe fn map(size: usize) -> *mut u8 {
+    // SAFETY: a fresh private anonymous mapping, zero-filled.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            pages(size),
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        std::ptr::null_mut()
+    } else {
+        p.cast()
+    }
+}
+
 // SAFETY: dlmalloc upholds GlobalAlloc's contract for the size and
-// alignment it is given; every call is serialized by the mutex.
+// alignment it is given, every call to it serialized by the mutex; a
+// mapped block is page-aligned (its alignment is at most a page) and
+// known again by its layout's size, which dealloc and realloc are given.
 unsafe impl GlobalAlloc for Heap {
     unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        if mapped(l.size(), l.align()) {
+            return unsafe { map(l.size()) };
+        }
         unsafe { lock().0.malloc(l.size(), l.align()) }
     }
     unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
+        if mapped(l.size(), l.align()) {
+            return unsafe { map(l.size()) };
+        }
         unsafe { lock().0.calloc(l.size(), l.align()) }
     }
     unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        if mapped(l.size(), l.align()) {
+            unsafe { libc::munmap(p.cast(), pages(l.size())) };
+            return;
+        }
         unsafe { lock().0.free(p, l.size(), l.align()) }
     }
     unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
-        unsafe { lock().0.realloc(p, l.size(), l.align(), new) }
+        match (mapped(l.size(), l.align()), mapped(new, l.align())) {
+            (false, false) => unsafe { lock().0.realloc(p, l.size(), l.align(), new) },
+            (true, true) => {
+                // SAFETY: p is a mapping of pages(l.size()) bytes.
+                let q = unsafe {
+                    libc::mremap(p.cast(), pages(l.size()), pages(new), libc::MREMAP_MAYMOVE)
+                };
+                if q == libc::MAP_FAILED {
+                    std::ptr::null_mut()
+                } else {
+                    q.cast()
+                }
+            }
+            // Across the threshold: a new block, the bytes, the old one freed.
+            _ => {
+                // SAFETY: the alignment came from a valid layout.
+                let nl = unsafe { Layout::from_size_align_unchecked(new, l.align()) };
+                let q = unsafe { self.alloc(nl) };
+                if !q.is_null() {
+                    unsafe {
+                        std::ptr::copy_nonoverlapping(p, q, l.size().min(new));
+                        self.dealloc(p, l);
+                    }
+                }
+                q
+            }
+        }
     }
 }
 
@@ -86,6 +167,40 @@ mod tests {
         for (p, l, _) in held {
             unsafe { Heap.dealloc(p, l) };
         }
+        // Across the mapping threshold and back, growing and shrinking.
+        let l = Layout::from_size_align(1000, 16).unwrap();
+        let mut p = unsafe { Heap.alloc(l) };
+        let mut size = 1000;
+        unsafe { p.write_bytes(0x5a, size) };
+        for new in [
+            MAP_THRESHOLD - 1,
+            MAP_THRESHOLD,
+            3 << 20,
+            5 << 20,
+            200 << 10,
+            4000,
+            300 << 10,
+            10,
+        ] {
+            p = unsafe { Heap.realloc(p, Layout::from_size_align(size, 16).unwrap(), new) };
+            assert!(!p.is_null() && p as usize % 16 == 0, "{size} -> {new}");
+            let kept = size.min(new);
+            assert!(
+                unsafe { std::slice::from_raw_parts(p, kept) }
+                    .iter()
+                    .all(|&b| b == 0x5a),
+                "{size} -> {new}"
+            );
+            unsafe { p.write_bytes(0x5a, new) };
+            size = new;
+        }
+        unsafe { Heap.dealloc(p, Layout::from_size_align(size, 16).unwrap()) };
+        // A big alignment stays in the heap.
+        let big = Layout::from_size_align(1 << 20, 2 * page_size()).unwrap();
+        assert!(!mapped(big.size(), big.align()));
+        let p = unsafe { Heap.alloc(big) };
+        assert!(!p.is_null() && p as usize % big.align() == 0);
+        unsafe { Heap.dealloc(p, big) };
         // A free top below dlmalloc's own 2 MiB trim threshold stays
         // until trim() gives it back.
         let l = Layout::from_size_align(15_000, 8).unwrap();
