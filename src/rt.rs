@@ -23,7 +23,7 @@ pub fn block_on<T>(fut: impl Future<Output = T>) -> T {
 /// the pool thread's stack pages below the caller's frame back to the
 /// system. Pool threads live on while work keeps coming (a 110-pod node
 /// always has some), and each kept the deepest stack any job ever used
-/// resident: ~0.8 MiB per thread after a burst of manifest decodes.
+/// resident (manifest decodes and serde are deep).
 pub fn unblock<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> smol::Task<T> {
     #[allow(clippy::disallowed_methods)] // the one place that may
     smol::unblock(move || {
@@ -53,11 +53,7 @@ fn release_unused_stack() {
     let Some(low) = low else { return };
     let here = std::hint::black_box(0u8);
     let sp = std::ptr::addr_of!(here) as usize;
-    // SAFETY: sysconf has no preconditions.
-    let page = match unsafe { libc::sysconf(libc::_SC_PAGESIZE) } {
-        p if p > 0 => p as usize,
-        _ => return,
-    };
+    let page = crate::util::page_size();
     let end = sp.saturating_sub(STACK_KEEP) & !(page - 1);
     if end <= low {
         return;

@@ -4,6 +4,7 @@
 //! coalesces free chunks, reuses them for any size and returns its top
 //! to the system; blocks of 128 KiB and more are mappings of their own.
 
+use super::page_size;
 use std::alloc::{GlobalAlloc, Layout};
 use std::sync::{Mutex, MutexGuard};
 
@@ -27,14 +28,6 @@ fn lock() -> MutexGuard<'static, Dl> {
 /// buffers (`/pods` bodies, JSON being built) would otherwise leave holes
 /// in the heap that small long-lived objects then keep resident.
 const MAP_THRESHOLD: usize = 128 << 10;
-
-fn page_size() -> usize {
-    // SAFETY: sysconf has no preconditions (musl reads the aux vector).
-    match unsafe { libc::sysconf(libc::_SC_PAGESIZE) } {
-        p if p > 0 => p as usize,
-        _ => 4096,
-    }
-}
 
 /// Whether a block of this layout lives in a mapping of its own.
 fn mapped(size: usize, align: usize) -> bool {

@@ -5,6 +5,15 @@ pub mod fs;
 pub mod heap;
 pub mod mountinfo;
 
+/// The system's page size.
+pub fn page_size() -> usize {
+    // SAFETY: sysconf has no preconditions (musl reads the aux vector).
+    match unsafe { libc::sysconf(libc::_SC_PAGESIZE) } {
+        p if p > 0 => p as usize,
+        _ => 4096,
+    }
+}
+
 /// Lower-case hex of bytes (digests, ids).
 pub fn hex(b: &[u8]) -> String {
     const H: &[u8; 16] = b"0123456789abcdef";
