@@ -179,6 +179,8 @@ struct CheckConfigArgs {
 }
 
 fn main() -> ExitCode {
+    // Before any thread exists: it sets an environment variable.
+    picolet::logger::quiet_error_backtraces();
     let cli: Cli = argh::from_env();
     if cli.version {
         println!("picolet {}", env!("CARGO_PKG_VERSION"));
