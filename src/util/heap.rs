@@ -117,6 +117,7 @@ unsafe impl GlobalAlloc for Heap {
 /// system; true when something went back. (Nothing to give where `Heap`
 /// is not the global allocator, as in the glibc development builds.)
 pub fn trim() -> bool {
+    // SAFETY: under the mutex, like every other call into the heap.
     unsafe { lock().0.trim(0) }
 }
 
