@@ -257,7 +257,7 @@ struct Entry {
     report: ManifestReport,
     /// The bytes of the file's pod: the last read's when it decoded, or
     /// (in event mode) the last good read's while it does not. The pod is
-    /// decoded again from them for each new snapshot: 110 decoded pods
+    /// decoded again from them for a later snapshot: 110 decoded pods
     /// kept here cost ~1.3 MiB, their manifests a few KiB.
     good: Option<Good>,
 }
@@ -266,6 +266,9 @@ struct Good {
     bytes: Box<[u8]>,
     /// `<name>_<namespace>` of its pod, to find duplicates without decoding.
     full_name: String,
+    /// The pod as this scan's read decoded it, until the scan's snapshot
+    /// takes it (a changed file is decoded once).
+    fresh: Option<Pod>,
 }
 
 struct ScanResult {
@@ -388,7 +391,10 @@ impl Scanner {
         let pods = changed.then(|| {
             used.iter()
                 .filter_map(|path| {
-                    let good = self.files.get(path)?.good.as_ref()?;
+                    let good = self.files.get_mut(path)?.good.as_mut()?;
+                    if let Some(pod) = good.fresh.take() {
+                        return Some(pod);
+                    }
                     let origin = path.to_string_lossy();
                     match decode_pod(&good.bytes, Origin::File(&origin), &self.node_name) {
                         Ok(d) => Some(d.pod),
@@ -401,6 +407,13 @@ impl Scanner {
                 })
                 .collect()
         });
+        // Duplicates' pods were not taken; a read always makes the scan's
+        // snapshot (it sets `dirty`), so nothing fresh outlives the scan.
+        for e in self.files.values_mut() {
+            if let Some(g) = &mut e.good {
+                g.fresh = None;
+            }
+        }
         Ok(ScanResult { pods, reports })
     }
 
@@ -432,6 +445,7 @@ impl Scanner {
                 Some(Good {
                     bytes: bytes.into_boxed_slice(),
                     full_name: pod_full_name(&d.pod),
+                    fresh: Some(d.pod),
                 }),
             ),
             (Ok(_), Err(errors)) | (Err(errors), _) => (
@@ -666,6 +680,31 @@ mod tests {
         std::fs::remove_file(d.0.join("a.yaml")).unwrap();
         assert_eq!(names(&s.scan(Mode::Full).unwrap()), vec!["b-n"]);
         assert_eq!(s.scan(Mode::Event).unwrap().pods, None);
+    }
+
+    #[test]
+    fn snapshots_keep_no_decoded_pods_and_rebuild_the_same_ones() {
+        let d = tmp("fresh");
+        std::fs::write(d.0.join("a.yaml"), manifest("a", "busybox")).unwrap();
+        std::fs::write(d.0.join("b.yaml"), manifest("a", "httpd")).unwrap(); // duplicate of a
+        let mut s = Scanner::new(d.0.clone(), "n".into());
+        let first = s.scan(Mode::Full).unwrap();
+        let held = |s: &Scanner| {
+            s.files
+                .values()
+                .filter(|e| e.good.as_ref().is_some_and(|g| g.fresh.is_some()))
+                .count()
+        };
+        assert_eq!(held(&s), 0, "decoded pods outlive the scan");
+        assert!(first.reports[&d.0.join("b.yaml")].errors[0]
+            .reason
+            .starts_with("Duplicate value: \"a-n\""));
+        // c is new (decoded by its read); a comes from its kept bytes.
+        std::fs::write(d.0.join("c.yaml"), manifest("c", "busybox")).unwrap();
+        let second = s.scan(Mode::Event).unwrap().pods.unwrap();
+        assert_eq!(second.len(), 2);
+        assert_eq!(second[0], first.pods.unwrap()[0]);
+        assert_eq!(held(&s), 0);
     }
 
     #[test]
