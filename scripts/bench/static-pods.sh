@@ -80,17 +80,23 @@ idle() {
 }
 idle "$N"
 
+# until_running PREFIX COUNT WHAT: waits (10 min at most) until COUNT pods named PREFIX* run;
+# $t0 is when the wait's clock started.
+until_running() {
+  until [ "$(running_count "$1" 2>/dev/null || echo 0)" = "$2" ]; do
+    alive
+    (( $(now_ms) - t0 < 600000 )) || die "$2 pods not all running 10 min $3 ($(running_count "$1") are)"
+    sleep 0.2
+  done
+}
+
 # ---- 3. the rest at once, then idle ----
 total=$((N + MORE))
 if [ "$MORE" -gt 0 ]; then
   note "writing $MORE more pods at once"
   t0="$(now_ms)"
   for i in $(seq -w 1 "$MORE"); do write "burst-$i"; done
-  until [ "$(running_count burst- 2>/dev/null || echo 0)" = "$MORE" ]; do
-    alive
-    (( $(now_ms) - t0 < 600000 )) || die "$MORE pods not all running after 10 min ($(running_count burst-) are)"
-    sleep 0.2
-  done
+  until_running burst- "$MORE" "after they were written"
   emit burst_all_running "$(( $(now_ms) - t0 ))" ms picolet "$target" "{\"pods\":$MORE,\"already_running\":$N}"
   note "$MORE pods written at once all running after $(( $(now_ms) - t0 )) ms"
   idle "$total" "$RSS_BUDGET_KB"
@@ -102,11 +108,7 @@ if [ "$RESTART" = 1 ]; then
   kill -KILL "$pid"; wait "$pid" 2>/dev/null || true
   t0="$(now_ms)"
   static_node_restart
-  until [ "$(running_count 2>/dev/null || echo 0)" = "$total" ]; do
-    alive
-    (( $(now_ms) - t0 < 600000 )) || die "$total pods not all running 10 min after the restart ($(running_count) are)"
-    sleep 0.2
-  done
+  until_running "" "$total" "after the restart"
   emit restart_all_running "$(( $(now_ms) - t0 ))" ms picolet "$target" "{\"pods\":$total}"
   note "after the restart all $total pods reported running after $(( $(now_ms) - t0 )) ms"
   IDLE_TAG=_restarted idle "$total" "$RSS_BUDGET_KB"
