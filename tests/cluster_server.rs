@@ -77,22 +77,27 @@ pub fn proxy_get(cp: &ControlPlane, node: &Node, path: &str) -> std::process::Ou
     ])
 }
 
+/// The apiserver's kubelet client certificate and key (what `nodes/proxy`
+/// presents to a kubelet), as paths.
+fn kubelet_client_cert(cp: &ControlPlane) -> (String, String) {
+    let pki = cp.dir.join("pki");
+    let path = |f: &str| pki.join(f).display().to_string();
+    (
+        path("apiserver-kubelet-client.crt"),
+        path("apiserver-kubelet-client.key"),
+    )
+}
+
 /// `kubectl` pointed at the node's port with the apiserver's kubelet
 /// client certificate (what `nodes/proxy` would send).
 pub fn kubelet_kubectl(cp: &ControlPlane, node: &Node, args: &[&str]) -> std::process::Output {
-    let pki = cp.dir.join("pki");
+    let (cert, key) = kubelet_client_cert(cp);
     Command::new("kubectl")
         .env("KUBECONFIG", "/dev/null")
         .arg(format!("--server=https://127.0.0.1:{}", node.port))
         .arg("--insecure-skip-tls-verify")
-        .arg(format!(
-            "--client-certificate={}",
-            pki.join("apiserver-kubelet-client.crt").display()
-        ))
-        .arg(format!(
-            "--client-key={}",
-            pki.join("apiserver-kubelet-client.key").display()
-        ))
+        .arg(format!("--client-certificate={cert}"))
+        .arg(format!("--client-key={key}"))
         .args(["--request-timeout", "20s"])
         .args(args)
         .output()
@@ -242,37 +247,17 @@ fn logs_through_the_apiserver() {
     // from the kubelet, never another pod's file.
     let o = cp.kubectl(&["-n", ns, "logs", "counter", "-c", "nope"]);
     assert!(!o.status.success());
+    let (cert, key) = kubelet_client_cert(&cp);
+    let admin = ["--cert", cert.as_str(), "--key", key.as_str()];
     let (code, body) = curl(
         node.port,
         &format!("/containerLogs/{ns}/counter/nope"),
-        &[
-            "--cert",
-            &cp.dir
-                .join("pki/apiserver-kubelet-client.crt")
-                .display()
-                .to_string(),
-            "--key",
-            &cp.dir
-                .join("pki/apiserver-kubelet-client.key")
-                .display()
-                .to_string(),
-        ],
+        &admin,
     );
     assert_eq!(
         (code, body.as_str()),
         (404, "container \"nope\" not found in pod \"counter\"\n")
     );
-    let cert = cp
-        .dir
-        .join("pki/apiserver-kubelet-client.crt")
-        .display()
-        .to_string();
-    let key = cp
-        .dir
-        .join("pki/apiserver-kubelet-client.key")
-        .display()
-        .to_string();
-    let admin = ["--cert", cert.as_str(), "--key", key.as_str()];
     let (code, _) = curl(node.port, "/containerLogs/default/counter/main", &admin);
     assert_eq!(code, 404);
     let (code, _) = curl(
@@ -540,15 +525,7 @@ fn http2_on_the_secure_port() {
         "",
     ));
     wait_running(&cp, &node, ns, "counter");
-    let pki = cp.dir.join("pki");
-    let (cert, key) = (
-        pki.join("apiserver-kubelet-client.crt")
-            .display()
-            .to_string(),
-        pki.join("apiserver-kubelet-client.key")
-            .display()
-            .to_string(),
-    );
+    let (cert, key) = kubelet_client_cert(&cp);
     let creds = ["--cert", cert.as_str(), "--key", key.as_str()];
 
     // No credentials: 401 over HTTP/2, ALPN h2 negotiated.
